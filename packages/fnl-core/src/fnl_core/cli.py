@@ -1,0 +1,91 @@
+"""The ``fnl`` console script.
+
+Subcommands are entries of the ``fnl.commands`` group (see :mod:`fnl_core.command`): a package
+adds one by declaring an entry point, with no change here. Only the chosen subcommand's ``run``
+does real work, so ``fnl --help`` and ``fnl list`` never import torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
+
+from fnl_core import registry
+from fnl_core.command import Command
+from fnl_core.groups import COMMANDS
+
+FNL_PACKAGES = (
+    "fnl-core",
+    "fnl-backbones",
+    "fnl-necks",
+    "fnl-heads",
+    "fnl-data",
+    "fnl-detector",
+    "fnl-quant",
+    "fnl-eval",
+)
+
+
+def _version_text() -> str:
+    parts = []
+    for dist in FNL_PACKAGES:
+        try:
+            parts.append(f"{dist} {version(dist)}")
+        except PackageNotFoundError:
+            continue
+    return "fnl: " + ", ".join(parts)
+
+
+class CliError(Exception):
+    """An error to report as one line on stderr with exit code 2 (no traceback)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fnl",
+        description="FnL: fast and light DensePose. Build, train, quantize, export and evaluate "
+        "DensePose models composed from registered components.",
+    )
+    parser.add_argument("--version", action="version", version=_version_text())
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for info in registry.entries(COMMANDS):
+        try:
+            cmd = registry.get(COMMANDS, info.name)
+        except registry.PluginLoadError as exc:  # one broken plugin must not hide the others
+            print(f"fnl: warning: {exc}", file=sys.stderr)
+            continue
+        if not isinstance(cmd, Command):
+            print(
+                f"fnl: warning: {info.target} ({info.distribution}) is not a fnl_core.Command",
+                file=sys.stderr,
+            )
+            continue
+        p = sub.add_parser(info.name, help=cmd.help, description=cmd.description or cmd.help)
+        cmd.configure(p)
+        p.set_defaults(_run=cmd.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 0
+    from pydantic import ValidationError
+
+    from fnl_core.spec import format_validation_error
+
+    try:
+        return int(args._run(args) or 0)
+    except ValidationError as exc:
+        print(f"fnl {args.command}: invalid spec:\n{format_validation_error(exc)}", file=sys.stderr)
+    except (CliError, registry.RegistryError, FileNotFoundError, ValueError) as exc:
+        print(f"fnl {args.command}: error: {exc}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Built-in ``fnl`` subcommands of fnl-core (``list``, ``schema``)."""

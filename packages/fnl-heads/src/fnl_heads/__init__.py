@@ -1,0 +1,1 @@
+"""fnl-heads: RPN, box and DensePose heads, the DensePose chart predictor and losses for FnL."""

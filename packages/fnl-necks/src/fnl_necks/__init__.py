@@ -1,0 +1,1 @@
+"""fnl-necks: FPN and BiFPN necks for FnL detectors."""

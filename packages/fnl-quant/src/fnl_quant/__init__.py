@@ -1,0 +1,1 @@
+"""fnl-quant: Quantization-aware training and post-training quantization recipes for FnL detectors."""
