@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import typing
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Union
@@ -118,7 +119,14 @@ def _component_group_of(annotation: Any) -> tuple[str | None, bool]:
 def _group_union(group: str) -> Any:
     classes = []
     for name in registry.names(group):
-        cls = registry.get(group, name)
+        try:
+            cls = registry.get(group, name)
+        except registry.RegistryError as exc:  # ambiguous: can't pick one for the schema
+            warnings.warn(str(exc), stacklevel=2)
+            continue
+        except registry.PluginLoadError as exc:  # a broken plugin must not hide the others
+            warnings.warn(str(exc), stacklevel=2)
+            continue
         if isinstance(cls, type) and issubclass(cls, ComponentConfig):
             classes.append(cls)
     if not classes:

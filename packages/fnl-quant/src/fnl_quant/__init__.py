@@ -1,1 +1,1 @@
-"""fnl-quant: Quantization-aware training and post-training quantization recipes for FnL detectors."""
+"""fnl-quant: quantization-aware training and post-training quantization for FnL detectors."""

@@ -1,0 +1,1 @@
+"""Example FnL plugin: a tiny convolutional backbone registered under ``fnl.backbones``."""

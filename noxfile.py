@@ -1,0 +1,77 @@
+"""Maintainer sessions: `uvx nox -s NAME` (or `nox` when installed); uv creates the venvs.
+
+* ``tests``      the whole workspace's default test run (what CI runs through `uv run pytest`)
+* ``isolated``   each package alone in a fresh venv with only its declared dependencies,
+                 running that package's own tests (proves its dependency list is complete)
+* ``plugin``     installs the example third-party plugin next to the published packages
+* ``slow``       the tests marked slow (all 23 paper backbones, every preset, long training)
+* ``lint``       ruff check + ruff format --check
+* ``benchmarks`` the speed/size benchmarks; each prints JSON
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nox
+
+nox.options.default_venv_backend = "uv"
+nox.options.sessions = ["tests", "isolated", "plugin", "lint"]
+
+ROOT = Path(__file__).parent
+PACKAGES = ["core", "backbones", "necks", "heads", "data", "detector", "quant", "eval"]
+TEST_TOOLS = ["pytest>=8,<10", "pyyaml>=6,<7"]
+EXTRA_TOOLS = ["onnx>=1.16,<2", "onnxruntime>=1.18,<2", "matplotlib>=3.8,<4"]
+
+
+def _all_packages() -> list[str]:
+    return [str(ROOT / "packages" / f"fnl-{p}") for p in PACKAGES]
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    session.install(*_all_packages(), *TEST_TOOLS, *EXTRA_TOOLS)
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+@nox.parametrize("package", PACKAGES)
+def isolated(session: nox.Session, package: str) -> None:
+    """Only fnl-core (the one allowed dependency) plus the package under test."""
+    to_install = {str(ROOT / "packages" / "fnl-core"), str(ROOT / "packages" / f"fnl-{package}")}
+    session.install(*sorted(to_install), *TEST_TOOLS)
+    tests_dir = ROOT / "tests" / package
+    if not any(tests_dir.glob("test_*.py")):
+        session.error(f"tests/{package} has no tests")
+    session.run("pytest", str(tests_dir), "-p", "no:cacheprovider", *session.posargs)
+
+
+@nox.session
+def plugin(session: nox.Session) -> None:
+    """Install the published packages, then the example plugin; check both states."""
+    session.install(*_all_packages(), *TEST_TOOLS)
+    check = str(ROOT / "examples" / "fnl-plugin-example" / "check_plugin.py")
+    session.run("python", check, "--expect", "absent")
+    session.install(str(ROOT / "examples" / "fnl-plugin-example"))
+    session.run("fnl", "list", "backbones")
+    session.run("python", check, "--expect", "present")
+
+
+@nox.session
+def slow(session: nox.Session) -> None:
+    session.install(*_all_packages(), *TEST_TOOLS, *EXTRA_TOOLS)
+    session.run("pytest", "-m", "slow", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    session.install("ruff>=0.5,<1")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def benchmarks(session: nox.Session) -> None:
+    session.install(*_all_packages(), *EXTRA_TOOLS)
+    for script in sorted((ROOT / "benchmarks").glob("bench_*.py")):
+        session.run("python", str(script), *session.posargs)

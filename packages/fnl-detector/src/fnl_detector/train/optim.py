@@ -1,0 +1,47 @@
+"""SGD with weight decay on every parameter except those of normalisation layers."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+_NORM_TYPES: tuple[type[nn.Module], ...] = (
+    nn.modules.batchnorm._NormBase,
+    nn.GroupNorm,
+    nn.LayerNorm,
+    nn.LocalResponseNorm,
+)
+
+
+def is_norm(module: nn.Module) -> bool:
+    """True for torch norm layers and for any module whose class name says it is one."""
+    return isinstance(module, _NORM_TYPES) or "norm" in type(module).__name__.lower()
+
+
+def param_groups(
+    model: nn.Module, weight_decay: float, weight_decay_norm: float
+) -> list[dict[str, object]]:
+    """Two groups: norm-layer parameters (``weight_decay_norm``) and the rest."""
+    norm_params: list[nn.Parameter] = []
+    other_params: list[nn.Parameter] = []
+    seen: set[int] = set()
+    for module in model.modules():
+        for param in module.parameters(recurse=False):
+            if not param.requires_grad or id(param) in seen:
+                continue
+            seen.add(id(param))
+            (norm_params if is_norm(module) else other_params).append(param)
+    groups = [
+        {"params": other_params, "weight_decay": weight_decay},
+        {"params": norm_params, "weight_decay": weight_decay_norm},
+    ]
+    return [g for g in groups if g["params"]]
+
+
+def build_optimizer(
+    model: nn.Module, lr: float, momentum: float, weight_decay: float, weight_decay_norm: float
+) -> torch.optim.SGD:
+    groups = param_groups(model, weight_decay, weight_decay_norm)
+    if not groups:
+        raise ValueError("the model has no trainable parameters")
+    return torch.optim.SGD(groups, lr=lr, momentum=momentum)

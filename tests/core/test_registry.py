@@ -1,0 +1,175 @@
+"""fnl_core.registry: listing without importing, lazy loading, in-process registration, errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from importlib.metadata import EntryPoint
+
+import pytest
+
+from fnl_core import registry
+from fnl_core.groups import BACKBONES, COMMANDS, NECKS
+
+
+class FakeDist:
+    """Stands in for an importlib.metadata Distribution in entry-point tests."""
+
+    def __init__(self, name: str, version: str = "1.0") -> None:
+        self.metadata = {"Name": name}
+        self.version = version
+
+
+def fake_entry_points(points):
+    """Patch target for ``registry.entry_points`` returning the given (ep, dist) pairs."""
+
+    def _eps(group):
+        out = []
+        for ep_group, name, value, dist in points:
+            if ep_group == group:
+                ep = EntryPoint(name, value, group)
+                object.__setattr__(ep, "dist", dist)
+                out.append(ep)
+        return out
+
+    return _eps
+
+
+def test_core_commands_are_listed_with_their_distribution():
+    infos = {i.name: i for i in registry.entries(COMMANDS)}
+    assert infos["list"].distribution == "fnl-core"
+    assert infos["list"].target == "fnl_core.commands.list:command"
+
+
+def test_listing_does_not_import_the_component(monkeypatch):
+    monkeypatch.setattr(
+        registry,
+        "entry_points",
+        fake_entry_points([(NECKS, "lazy", "fnl_no_such_module:Thing", FakeDist("lazy-dist"))]),
+    )
+    infos = registry.entries(NECKS)
+    assert [(i.name, i.distribution, i.version) for i in infos] == [("lazy", "lazy-dist", "1.0")]
+    assert "fnl_no_such_module" not in sys.modules
+
+
+def test_broken_plugin_names_its_distribution_and_chains_the_error(monkeypatch):
+    monkeypatch.setattr(
+        registry,
+        "entry_points",
+        fake_entry_points([(NECKS, "broken", "fnl_no_such_module:Thing", FakeDist("broken-dist"))]),
+    )
+    with pytest.raises(registry.PluginLoadError, match="broken-dist") as info:
+        registry.get(NECKS, "broken")
+    assert isinstance(info.value.__cause__, ModuleNotFoundError)
+
+
+def test_same_name_from_two_distributions_is_an_error_naming_both(monkeypatch):
+    monkeypatch.setattr(
+        registry,
+        "entry_points",
+        fake_entry_points(
+            [
+                (NECKS, "dup", "json:dumps", FakeDist("dist-a")),
+                (NECKS, "dup", "json:loads", FakeDist("dist-b")),
+            ]
+        ),
+    )
+    with pytest.raises(registry.AmbiguousComponentError, match="dist-a, dist-b"):
+        registry.get(NECKS, "dup")
+    assert [i.distribution for i in registry.entries(NECKS)] == ["dist-a", "dist-b"]
+
+
+def test_loading_is_lazy_and_cached(monkeypatch):
+    monkeypatch.setattr(
+        registry, "entry_points", fake_entry_points([(NECKS, "j", "json:dumps", FakeDist("d"))])
+    )
+    import json
+
+    assert registry.get(NECKS, "j") is json.dumps
+    assert registry.get(NECKS, "j") is registry.get(NECKS, "j")
+
+
+def test_unknown_name_lists_installed_close_matches_and_provider(monkeypatch):
+    monkeypatch.setattr(
+        registry,
+        "entry_points",
+        fake_entry_points([(NECKS, "bifpn", "json:dumps", FakeDist("fnl-necks"))]),
+    )
+    with pytest.raises(registry.UnknownComponentError) as info:
+        registry.get(NECKS, "bifnp")
+    msg = str(info.value)
+    assert "fnl.necks" in msg
+    assert "did you mean 'bifpn'" in msg
+    assert "bifpn (fnl-necks)" in msg
+    assert "come with the fnl-necks package" in msg
+
+
+def test_register_in_process_and_context_manager():
+    marker = object()
+    with registry.registered(BACKBONES, "test_marker", marker):
+        assert registry.get(BACKBONES, "test_marker") is marker
+        names = registry.names(BACKBONES)
+        assert "test_marker" in names
+        # Re-registering the same object is a no-op (re-run notebook cells).
+        registry.register(BACKBONES, "test_marker", marker)
+        with pytest.raises(registry.RegistryError, match="already registered"):
+            registry.register(BACKBONES, "test_marker", object())
+        other = object()
+        registry.register(BACKBONES, "test_marker", other, override=True)
+        assert registry.get(BACKBONES, "test_marker") is other
+    with pytest.raises(registry.UnknownComponentError):
+        registry.get(BACKBONES, "test_marker")
+
+
+def test_registered_restores_a_previous_in_process_entry():
+    first, second = object(), object()
+    registry.register(BACKBONES, "test_restore", first)
+    try:
+        with registry.registered(BACKBONES, "test_restore", second):
+            assert registry.get(BACKBONES, "test_restore") is second
+        assert registry.get(BACKBONES, "test_restore") is first
+    finally:
+        registry.unregister(BACKBONES, "test_restore")
+
+
+def test_taking_an_installed_name_needs_override(monkeypatch):
+    monkeypatch.setattr(
+        registry,
+        "entry_points",
+        fake_entry_points([(NECKS, "fpn", "json:dumps", FakeDist("fnl-necks"))]),
+    )
+    with pytest.raises(registry.RegistryError, match="already provided by fnl-necks"):
+        registry.register(NECKS, "fpn", object())
+    mine = object()
+    with registry.registered(NECKS, "fpn", mine, override=True):
+        assert registry.get(NECKS, "fpn") is mine
+        assert [i.distribution for i in registry.entries(NECKS)] == [registry.IN_PROCESS]
+
+
+def test_unregister_unknown_and_unknown_group_raise():
+    with pytest.raises(registry.RegistryError, match="not registered"):
+        registry.unregister(BACKBONES, "never_registered")
+    with pytest.raises(ValueError, match="unknown component group"):
+        registry.entries("nonsense")
+
+
+def test_short_group_names_are_accepted():
+    assert registry.entries("commands") == registry.entries(COMMANDS)
+
+
+def test_fnl_help_and_list_do_not_import_torch():
+    code = (
+        "import sys, io, contextlib\n"
+        "from fnl_core.cli import main\n"
+        "buf = io.StringIO()\n"
+        "with contextlib.redirect_stdout(buf):\n"
+        "    main(['list'])\n"
+        "    try:\n"
+        "        main(['--help'])\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "assert 'usage: fnl' in buf.getvalue(), buf.getvalue()\n"
+        "heavy = [m for m in ('torch', 'torchvision', 'timm', 'numpy') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
