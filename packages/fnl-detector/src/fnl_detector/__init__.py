@@ -1,1 +1,24 @@
-"""fnl-detector: Assembles DensePose detectors (Mobile Parsing R-CNN and friends) from pydantic specs; training, inference, export and the fnl CLI commands."""
+"""fnl-detector: assembles DensePose detectors (Mobile Parsing R-CNN and friends) from specs.
+
+Importing this package stays light (no torch): the model classes load on first use.
+
+>>> from fnl_detector import build_detector
+>>> model = build_detector("mobile_parsing_rcnn_b")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fnl_detector.build import build_detector
+from fnl_detector.spec import DetectorSpec, load_spec
+
+__all__ = ["DensePoseRCNN", "DetectorSpec", "build_detector", "load_spec"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "DensePoseRCNN":
+        from fnl_detector.modeling.detector import DensePoseRCNN
+
+        return DensePoseRCNN
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

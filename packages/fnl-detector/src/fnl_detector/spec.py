@@ -212,6 +212,7 @@ class DetectorSpec(_Section):
     """A DensePose R-CNN: components from the registry plus the detector settings."""
 
     spec_version: int = Field(SPEC_VERSION, ge=1, le=SPEC_VERSION)
+    description: str = ""
     input: InputSpec = Field(default_factory=InputSpec)
     backbone: Component(groups.BACKBONES)
     neck: Component(groups.NECKS)

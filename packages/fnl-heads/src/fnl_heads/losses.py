@@ -30,7 +30,7 @@ from fnl_core.structures import DensePoseTargets
 OUTPUT_KEYS = ("coarse_segm", "fine_segm", "u", "v")
 LOSS_KEYS = ("loss_densepose_U", "loss_densepose_V", "loss_densepose_I", "loss_densepose_S")
 POINT_FRAME = 256.0
-"""dp_x / dp_y units per box side in training (data_format.md §2.1: 256, not the evaluator's 255)."""
+"""dp_x / dp_y units per box side in training (data_format.md §2.1: 256; the evaluator uses 255)."""
 
 
 def xyxy_to_xywh(boxes: Tensor) -> Tensor:
@@ -101,14 +101,12 @@ def sample_at_points(
     """
     if channel is None:
         corners = z[roi[:, None], :, grid.y, grid.x]  # (P, 4, C)
-        return (corners * grid.weight[..., None].to(corners.dtype)).sum(dim=1)
+        return (corners * grid.weight[..., None]).sum(dim=1)
     corners = z[roi[:, None], channel[:, None], grid.y, grid.x]  # (P, 4)
-    return (corners * grid.weight.to(corners.dtype)).sum(dim=1)
+    return (corners * grid.weight).sum(dim=1)
 
 
-def coarse_segm_targets(
-    masks: Tensor, gt_xywh: Tensor, proposal_xywh: Tensor, size: int
-) -> Tensor:
+def coarse_segm_targets(masks: Tensor, gt_xywh: Tensor, proposal_xywh: Tensor, size: int) -> Tensor:
     """Resample M×256×256 GT-box-frame label maps onto each proposal's ``size``² grid.
 
     Reproduces d2 ``resample_data(..., mode="nearest", padding_mode="zeros")`` (losses.md §6):

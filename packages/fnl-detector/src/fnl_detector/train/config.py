@@ -41,6 +41,7 @@ class TrainConfig(BaseModel):
     log_period: int = Field(20, gt=0)
     checkpoint_period: int = Field(5000, gt=0)
     eval_period: int = Field(0, ge=0, description="evaluate every N iterations (0: at end only)")
+    eval_at_start: bool = Field(False, description="also evaluate the untrained model")
     eval_max_images: int | None = Field(None, gt=0, description="cap on held-out images")
     max_minutes: float | None = Field(
         None, gt=0, description="wall-clock budget: iterations are fitted to it after a short "

@@ -1,0 +1,1 @@
+"""The torch side of the detector: transform, anchors, RPN, poolers, RoI heads, the model."""

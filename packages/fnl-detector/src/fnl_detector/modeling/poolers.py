@@ -1,0 +1,99 @@
+"""RoI pooling over one or several feature levels, on ``torchvision.ops.roi_align``/``roi_pool``.
+
+torchvision's ``MultiScaleRoIAlign`` only does ``aligned=False`` and its own level mapping;
+detectron2's models need ``aligned`` either way, any sampling ratio and the level rule
+``floor(canonical_level + log2(sqrt(area) / canonical_box_size + 1e-8))`` clamped to the
+levels pooled from.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+from torchvision.ops import roi_align, roi_pool
+
+
+def boxes_to_rois(boxes: Sequence[Tensor]) -> Tensor:
+    """List of per-image XYXY boxes -> Tensor[N, 5] of (image index, x0, y0, x1, y1)."""
+    if not boxes:
+        return torch.zeros((0, 5))
+    idx = torch.cat(
+        [torch.full((len(b), 1), k, dtype=b.dtype, device=b.device) for k, b in enumerate(boxes)]
+    )
+    return torch.cat([idx, torch.cat(list(boxes))], dim=1)
+
+
+def assign_levels(
+    boxes: Tensor, min_level: int, max_level: int, canonical_box_size: float, canonical_level: int
+) -> Tensor:
+    """Pyramid level (absolute, e.g. 2..5) of each XYXY box, detectron2's rule."""
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    levels = torch.floor(canonical_level + torch.log2(area.sqrt() / canonical_box_size + 1e-8))
+    return levels.clamp(min=min_level, max=max_level).to(torch.int64)
+
+
+class RoIPooler(nn.Module):
+    """Pools ``resolution`` x ``resolution`` features for boxes from named feature levels."""
+
+    def __init__(
+        self,
+        *,
+        in_features: Sequence[str],
+        strides: Sequence[int],
+        resolution: int,
+        sampling_ratio: int = 0,
+        aligned: bool = True,
+        op: str = "roi_align",
+        canonical_box_size: float = 224.0,
+        canonical_level: int = 4,
+    ) -> None:
+        super().__init__()
+        if len(in_features) != len(strides) or not in_features:
+            raise ValueError("need one stride per input feature")
+        levels = [math.log2(s) for s in strides]
+        if any(lv != int(lv) for lv in levels) or any(
+            b - a != 1 for a, b in zip(levels, levels[1:])
+        ):
+            raise ValueError(
+                f"pooled features must have power-of-two strides that double from one level to "
+                f"the next, got {dict(zip(in_features, strides))}"
+            )
+        if op not in ("roi_align", "roi_pool"):
+            raise ValueError(f"op must be roi_align or roi_pool, got {op!r}")
+        self.in_features = list(in_features)
+        self.scales = [1.0 / s for s in strides]
+        self.min_level, self.max_level = int(levels[0]), int(levels[-1])
+        self.resolution = int(resolution)
+        self.sampling_ratio = int(sampling_ratio)
+        self.aligned = bool(aligned)
+        self.op = op
+        self.canonical_box_size = float(canonical_box_size)
+        self.canonical_level = int(canonical_level)
+
+    def _pool(self, x: Tensor, rois: Tensor, scale: float) -> Tensor:
+        size = (self.resolution, self.resolution)
+        if self.op == "roi_pool":
+            return roi_pool(x, rois, size, scale)
+        return roi_align(x, rois, size, scale, self.sampling_ratio, self.aligned)
+
+    def forward(self, features: dict[str, Tensor], boxes: Sequence[Tensor]) -> Tensor:
+        xs = [features[f] for f in self.in_features]
+        rois = boxes_to_rois(boxes).to(dtype=xs[0].dtype, device=xs[0].device)
+        if len(xs) == 1:
+            return self._pool(xs[0], rois, self.scales[0])
+        levels = assign_levels(
+            rois[:, 1:],
+            self.min_level,
+            self.max_level,
+            self.canonical_box_size,
+            self.canonical_level,
+        ) - self.min_level
+        out = xs[0].new_zeros((rois.shape[0], xs[0].shape[1], self.resolution, self.resolution))
+        for k, (x, scale) in enumerate(zip(xs, self.scales)):
+            idx = (levels == k).nonzero().flatten()
+            if idx.numel():
+                out[idx] = self._pool(x, rois[idx], scale).to(out.dtype)
+        return out

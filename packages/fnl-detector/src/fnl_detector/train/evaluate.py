@@ -1,0 +1,117 @@
+"""Held-out evaluation: run the detector, convert to DensePose-COCO results, score them.
+
+Scoring goes through the registry (``fnl.evaluators`` → ``densepose_coco``, on a body surface
+from ``fnl.surfaces``), so this module never imports the evaluation package by name.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from fnl_core import groups, registry
+from fnl_core.structures import DensePoseDataset, ImageRecord
+
+
+def image_tensor(image: np.ndarray, device: torch.device) -> torch.Tensor:
+    """H×W×3 uint8 RGB → float Tensor[3,H,W] in 0..255 on ``device``."""
+    t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+    return t.to(device=device, dtype=torch.float32)
+
+
+@torch.inference_mode()
+def predict_records(
+    model: nn.Module,
+    dataset: DensePoseDataset,
+    records: list[ImageRecord],
+    device: torch.device,
+    batch_size: int = 1,
+) -> list[dict[str, Any]]:
+    """DensePose-COCO results (list of dicts) of ``model`` on ``records``."""
+    from fnl_detector.results import to_coco_results
+
+    was_training = model.training
+    model.eval()
+    results: list[dict[str, Any]] = []
+    try:
+        for start in range(0, len(records), batch_size):
+            chunk = records[start : start + batch_size]
+            images = [image_tensor(dataset.load_image(r), device) for r in chunk]
+            outputs = model(images)
+            for record, out in zip(chunk, outputs, strict=True):
+                cpu = {k: _to_cpu(v) for k, v in out.items()}
+                results.extend(to_coco_results(record.image_id, cpu))
+    finally:
+        model.train(was_training)
+    return results
+
+
+def _to_cpu(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.detach().float().cpu() if value.is_floating_point() else value.cpu()
+    if isinstance(value, dict):
+        return {k: _to_cpu(v) for k, v in value.items()}
+    return value
+
+
+def subset_gt_json(gt_json: Path, image_ids: set[int], out_path: Path) -> Path:
+    """Write the part of a COCO-style GT file that covers ``image_ids`` (for capped evals)."""
+    data = json.loads(Path(gt_json).read_text())
+    data["images"] = [im for im in data["images"] if im["id"] in image_ids]
+    data["annotations"] = [a for a in data["annotations"] if a["image_id"] in image_ids]
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(json.dumps(data))
+    return out_path
+
+
+def build_evaluator(surface: str, evaluator: str = "densepose_coco") -> Any:
+    """The registered evaluator on the registered body surface named ``surface``."""
+    body = registry.get(groups.SURFACES, surface)().build()
+    return registry.get(groups.EVALUATORS, evaluator)().build(body)
+
+
+def evaluate_model(
+    model: nn.Module,
+    dataset: DensePoseDataset,
+    device: torch.device,
+    surface: str,
+    work_dir: Path,
+    max_images: int | None = None,
+    evaluator: Any = None,
+) -> dict[str, Any]:
+    """Box / GPS / GPSm AP (whatever the evaluator reports) of ``model`` on ``dataset``."""
+    records = list(dataset.records)
+    gt_json = Path(dataset.gt_json)
+    if max_images is not None and max_images < len(records):
+        records = records[:max_images]
+        gt_json = subset_gt_json(gt_json, {r.image_id for r in records}, work_dir / "eval_gt.json")
+    results = predict_records(model, dataset, records, device)
+    results_path = Path(work_dir) / "eval_results.json"
+    results_path.parent.mkdir(parents=True, exist_ok=True)
+    results_path.write_text(json.dumps(results))
+    if evaluator is None:
+        evaluator = build_evaluator(surface)
+    if not results:
+        return {"num_detections": 0, "num_images": len(records), **_zero_metrics()}
+    metrics = evaluator.evaluate(gt_json, results)
+    return {"num_detections": len(results), "num_images": len(records), **_plain(metrics)}
+
+
+def _zero_metrics() -> dict[str, float]:
+    return {"bbox_AP": 0.0, "gps_AP": 0.0, "gpsm_AP": 0.0}
+
+
+def _plain(value: Any) -> Any:
+    """JSON-friendly copy (numpy scalars → floats)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value

@@ -1,0 +1,75 @@
+"""Small stand-ins for the trainer tests: a dataset and a model following the detector contract.
+
+They keep the trainer tests independent of the data, backbone and head packages (the isolated
+fnl-detector test venv has none of them) and fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from fnl_core.structures import ImageRecord, InstanceAnnotation
+
+
+class FakeDataset:
+    """Images with one bright square each; the box is the square (a DensePoseDataset)."""
+
+    def __init__(self, n: int = 12, size: int = 32, seed: int = 0) -> None:
+        rng = np.random.default_rng(seed)
+        self.gt_json = Path("unused.json")
+        self.images: dict[int, np.ndarray] = {}
+        self.records: list[ImageRecord] = []
+        for k in range(n):
+            s = int(rng.integers(6, 14))
+            x, y = (int(v) for v in rng.integers(0, size - s, 2))
+            img = np.zeros((size, size, 3), np.uint8)
+            img[y : y + s, x : x + s] = 200
+            self.images[k + 1] = img
+            ann = InstanceAnnotation(id=k + 1, bbox_xywh=(x, y, s, s), area=s * s)
+            self.records.append(ImageRecord(k + 1, f"{k}.png", size, size, [ann]))
+
+    def load_image(self, record: ImageRecord) -> np.ndarray:
+        return self.images[record.image_id]
+
+    def hflip(self, record: ImageRecord, image: np.ndarray) -> tuple[ImageRecord, np.ndarray]:
+        w = record.width
+        anns = []
+        for a in record.annotations:
+            x, y, bw, bh = a.bbox_xywh
+            anns.append(InstanceAnnotation(id=a.id, bbox_xywh=(w - x - bw, y, bw, bh)))
+        flipped = ImageRecord(record.image_id, record.file_name, record.height, w, anns)
+        return flipped, image[:, ::-1].copy()
+
+
+class FakeDetector(nn.Module):
+    """Regresses the normalised box of the first person; returns two loss terms.
+
+    ``nan_at`` makes ``loss_box_reg`` NaN on that forward call (counted from 0).
+    """
+
+    def __init__(self, nan_at: int | None = None) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.norm = nn.BatchNorm2d(8)
+        self.fc = nn.Linear(8, 4)
+        self.nan_at = nan_at
+        self.calls = 0
+
+    def forward(self, images: list[torch.Tensor], targets: list[dict] | None = None):
+        x = torch.stack([im / 255.0 for im in images])
+        feat = torch.relu(self.norm(self.conv(x))).mean(dim=(2, 3))
+        pred = self.fc(feat)
+        if not self.training:
+            return [{"boxes": p.reshape(1, 4)} for p in pred]
+        tgt = torch.stack([t["boxes"][0] / im.shape[-1] for t, im in zip(targets, images)])
+        reg = ((pred - tgt) ** 2).mean()
+        if self.nan_at is not None and self.calls == self.nan_at:
+            reg = reg * float("nan")
+        self.calls += 1
+        # a random draw, like RoI sampling: resume must restore the RNG for equal results
+        noise = torch.rand(()) * 1e-3
+        return {"loss_box_reg": reg, "loss_box_cls": pred.abs().mean() * 0.01 + noise}
