@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from pydantic import ValidationError
+
 from fnl_core import registry
 from fnl_core.spec import ShapeSpec, resolve_component
 from fnl_necks.config import FPNConfig
-from pydantic import ValidationError
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:`torch.jit.trace:FutureWarning"),

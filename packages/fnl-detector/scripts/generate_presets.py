@@ -185,13 +185,11 @@ def paper_backbone_presets() -> dict[str, dict[str, Any]]:
 
     out = {}
     for entry in PAPER_BACKBONES:
-        name = entry.timm_name
-        backbone = {"model_name": name, **entry.backbone_options()}
-        out[f"mobile_parsing_rcnn_a_{name}"] = mobile_a(
-            backbone,
-            f"Mobile Parsing R-CNN (A) with the {entry.label} backbone (paper Table 2: "
-            f"{entry.params:,} parameters): FPN 256, 2-conv box head 256, ASPP + 4 conv 256 "
-            "DensePose head on P2 32x32 RoIs.",
+        out[f"mobile_parsing_rcnn_a_{entry.timm_name}"] = mobile_a(
+            entry.backbone_spec(pretrained=False),
+            f"Mobile Parsing R-CNN (A) with the {entry.paper_name} backbone (paper Table 2, "
+            f"{entry.paper_params_m} M; {entry.detector_params_a:,} parameters): FPN 256, "
+            "2-conv box head 256, ASPP + 4 conv 256 DensePose head on P2 32x32 RoIs.",
         )
     return out
 
@@ -201,7 +199,7 @@ def all_presets() -> dict[str, dict[str, Any]]:
         "densepose_rcnn_r50_fpn": resnet_baseline(parsing=False),
         "parsing_rcnn_r50_fpn": resnet_baseline(parsing=True),
         "mobile_parsing_rcnn_a": mobile_a(
-            {"model_name": "spnasnet_100", "stages": [1, 2, 3, 5]},
+            {"model_name": "spnasnet_100", "stages": [1, 2, 3, 5], "freeze_at": 3},
             "Mobile Parsing R-CNN (A) (paper Table 1): Single-Path NAS (spnasnet_100 stage "
             "outputs) + FPN 256, 2-conv box head 256, ASPP + 4 conv 256 DensePose head on P2 "
             "32x32 RoIs (ROIAlignV2), heatmap 64; 11,346,855 parameters.",

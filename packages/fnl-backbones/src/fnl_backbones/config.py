@@ -9,12 +9,14 @@ from __future__ import annotations
 from pathlib import PurePath
 from typing import Any, ClassVar, Literal
 
+from pydantic import Field, field_validator, model_validator
+
 from fnl_core.groups import BACKBONES
 from fnl_core.spec import ComponentConfig
-from pydantic import Field, field_validator, model_validator
 
 #: Suffixes accepted for a local weights file given as ``pretrained``.
 WEIGHTS_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
+DEFAULT_OUT_INDICES = [1, 2, 3, 4]
 
 
 def _unique_non_negative(field: str, values: list[int] | None) -> list[int] | None:
@@ -48,10 +50,11 @@ class TimmBackboneConfig(ComponentConfig):
         "('efficientnet_b0.ra_in1k').",
     )
     out_indices: list[int] = Field(
-        default_factory=lambda: [1, 2, 3, 4],
+        default_factory=lambda: list(DEFAULT_OUT_INDICES),
         min_length=1,
         description="Indices into timm's feature_info (features_only); ignored when `stages` "
-        "is set. For EfficientNet/ResNet families 1..4 are strides 4, 8, 16, 32.",
+        "is set (then leave it at its default). For EfficientNet/ResNet families 1..4 are "
+        "strides 4, 8, 16, 32.",
     )
     feature_location: Literal["", "expansion"] = Field(
         "",
@@ -126,8 +129,11 @@ class TimmBackboneConfig(ComponentConfig):
     @model_validator(mode="after")
     def _check_feature_selection(self) -> TimmBackboneConfig:
         if self.stages is not None:
-            if "out_indices" in self.model_fields_set:
-                raise ValueError("set either out_indices or stages, not both")
+            if self.out_indices != DEFAULT_OUT_INDICES:
+                raise ValueError(
+                    "set either out_indices or stages, not both (out_indices is used only "
+                    "without stages)"
+                )
             if self.feature_location:
                 raise ValueError(
                     "stages takes stage outputs; feature_location='expansion' works with "

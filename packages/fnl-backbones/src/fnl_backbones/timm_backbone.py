@@ -24,7 +24,6 @@ from typing import Any
 
 import timm
 import torch
-from fnl_core.spec import ShapeSpec
 from timm.models import split_model_name_tag
 from timm.models.efficientnet import EfficientNetFeatures
 from timm.models.mobilenetv3 import MobileNetV3Features
@@ -33,6 +32,7 @@ from torch import nn
 from fnl_backbones.freeze import default_freeze_at, freeze_stages, stage_layout, stage_of
 from fnl_backbones.norm import convert_norm, set_batch_norm_hyperparams
 from fnl_backbones.weights import load_backbone_weights
+from fnl_core.spec import ShapeSpec
 
 #: BatchNorm defaults of TensorFlow-ported ('tf_') timm models (PyTorch momentum convention).
 TF_BN_EPS = 1e-3
@@ -84,7 +84,7 @@ def _describe_features(infos: list[dict]) -> str:
 
 
 def _level_name(stride: int, where: str) -> str:
-    level = int(round(math.log2(stride))) if stride > 0 else -1
+    level = round(math.log2(stride)) if stride > 0 else -1
     if stride <= 0 or 2**level != stride:
         raise ValueError(f"backbone 'timm': {where} has stride {stride}, not a power of two")
     return f"c{level}"
@@ -307,9 +307,7 @@ class TimmBackbone(nn.Module):
                 total = sum(f.float().sum() for f in feats)
                 grads: Sequence[torch.Tensor | None] = [None] * len(params)
                 if params and isinstance(total, torch.Tensor) and total.requires_grad:
-                    grads = torch.autograd.grad(
-                        total, [p for _, p in params], allow_unused=True
-                    )
+                    grads = torch.autograd.grad(total, [p for _, p in params], allow_unused=True)
         finally:
             self.train(was_training)
         unused = [n for (n, _), g in zip(params, grads) if g is None]

@@ -104,7 +104,7 @@ def _float_array(source: str, ann: dict[str, Any], name: str) -> np.ndarray:
 
 def _first_bad(mask: np.ndarray, values: np.ndarray) -> str:
     k = int(np.flatnonzero(mask)[0])
-    return f"got {values[k]!r} at index {k} ({int(mask.sum())} bad values)"
+    return f"got {float(values[k])!r} at index {k} ({int(mask.sum())} bad values)"
 
 
 def parse_densepose(source: str, ann: dict[str, Any]) -> DensePoseAnnotation | None:
@@ -136,7 +136,10 @@ def parse_densepose(source: str, ann: dict[str, Any]) -> DensePoseAnnotation | N
         bad = (a < 0) | (a > DP_MASK_SIZE)
         if bad.any():
             raise _fail(
-                source, ann, name, f"points must lie in the [0, 256] box frame, {_first_bad(bad, a)}"
+                source,
+                ann,
+                name,
+                f"points must lie in the [0, 256] box frame, {_first_bad(bad, a)}",
             )
     masks = None
     if "dp_masks" in ann:
@@ -254,7 +257,11 @@ def read_densepose_coco(
 
 
 def _floats(a: np.ndarray) -> list[float]:
-    return [float(x) for x in np.asarray(a).ravel()]
+    """JSON numbers of an array; float32 values get their shortest round-trip decimal."""
+    arr = np.asarray(a).ravel()
+    if arr.dtype == np.float32:
+        return [float(s) for s in arr.astype(str)]
+    return [float(x) for x in arr]
 
 
 def instance_to_coco(inst: InstanceAnnotation, image_id: int) -> dict[str, Any]:

@@ -62,6 +62,5 @@ class DensePoseCocoDataset:
 
     def hflip(self, record: ImageRecord, image: np.ndarray) -> tuple[ImageRecord, np.ndarray]:
         """Mirror image and annotations (boxes, masks, points, chart ids and U/V)."""
-        out, flipped = hflip(record, image, self.symmetry)
-        assert flipped is not None
-        return out, flipped
+        out, flipped = hflip(record, np.asarray(image), self.symmetry)
+        return out, np.asarray(flipped)

@@ -46,14 +46,18 @@ def encode_dp_masks(labels: np.ndarray) -> list[Any]:
     """The 14 ``dp_masks`` entries of a 256×256 coarse label map; ``[]`` for absent parts."""
     if labels.shape != (DP_MASK_SIZE, DP_MASK_SIZE):
         raise ValueError(f"coarse label map must be 256×256, got {labels.shape}")
-    parts = np.arange(1, NUM_COARSE_PARTS + 1, dtype=labels.dtype)
-    stack = np.asfortranarray((labels[:, :, None] == parts).astype(np.uint8))
-    present = stack.any(axis=(0, 1))
-    rles = mask_utils.encode(stack)
-    return [
-        {"size": [DP_MASK_SIZE, DP_MASK_SIZE], "counts": r["counts"].decode("ascii")} if p else []
-        for r, p in zip(rles, present, strict=True)
-    ]
+    fortran = np.asfortranarray(labels)
+    present = set(np.unique(fortran).tolist())
+    out: list[Any] = []
+    for k in range(1, NUM_COARSE_PARTS + 1):
+        if k in present:
+            rle = mask_utils.encode((fortran == k).view(np.uint8))
+            out.append(
+                {"size": [DP_MASK_SIZE, DP_MASK_SIZE], "counts": rle["counts"].decode("ascii")}
+            )
+        else:
+            out.append([])
+    return out
 
 
 def decode_dp_masks(dp_masks: list[Any]) -> np.ndarray:

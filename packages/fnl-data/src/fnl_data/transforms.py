@@ -92,7 +92,9 @@ class TableSymmetry:
             return out
 
         path = Path(path)
-        savemat(str(path), {"U_transforms": cells(self.u_tables), "V_transforms": cells(self.v_tables)})
+        savemat(
+            str(path), {"U_transforms": cells(self.u_tables), "V_transforms": cells(self.v_tables)}
+        )
         return path
 
     def __call__(
@@ -148,7 +150,12 @@ def resize_shortest_edge(
     anns = [
         dataclasses.replace(
             a,
-            bbox_xywh=(a.bbox_xywh[0] * sx, a.bbox_xywh[1] * sy, a.bbox_xywh[2] * sx, a.bbox_xywh[3] * sy),
+            bbox_xywh=(
+                a.bbox_xywh[0] * sx,
+                a.bbox_xywh[1] * sy,
+                a.bbox_xywh[2] * sx,
+                a.bbox_xywh[3] * sy,
+            ),
             area=a.area * sx * sy,
             segmentation=_resize_segmentation(a.segmentation, h, w, nh, nw),
         )

@@ -50,8 +50,10 @@ class DensePoseEvaluatorConfig(ComponentConfig):
         0.7, gt=0, le=1, description="ignore-region share of a box above which it is dropped"
     )
     ignore_thr_uv: float = Field(
-        0.9, gt=0, le=1, description="ignore-region share of a DensePose mask above which it is "
-        "dropped",
+        0.9,
+        gt=0,
+        le=1,
+        description="ignore-region share of a DensePose mask above which it is dropped",
     )
     rescue_box_iou: float = Field(
         0.8, gt=0, le=1, description="box IoU of the second matching pass (non-DensePose GT)"

@@ -114,11 +114,10 @@ class DensePoseCOCOeval(COCOeval):
     def _compute_similarities(self) -> None:
         max_det = self.params.maxDets[-1]
         self._ranked, self._sims, self._box_ious = {}, {}, {}
-        keys = [k for k in self._gts if self._dts.get(k)]
-        for key in keys:
-            dt = self._dts[key]
+        for key, dt in self._dts.items():
             order = np.argsort([-d["score"] for d in dt], kind="mergesort")[:max_det]
             self._ranked[key] = [dt[i] for i in order]
+        keys = [k for k in self._gts if self._dts.get(k)]
         for key in keys:
             dt, gt = self._ranked[key], self._gts[key]
             crowd = [int(g.get("iscrowd", 0)) for g in gt]
@@ -179,7 +178,7 @@ class DensePoseCOCOeval(COCOeval):
         crowd = [int(g.get("iscrowd", 0)) for g in gt]
         return np.asarray(mask_utils.iou(dt_rles, gt_rles, crowd)).reshape(len(dt), len(gt))
 
-    def computeOks(self, imgId: int, catId: int) -> Any:  # noqa: N802 - COCOeval's hook name
+    def computeOks(self, imgId: int, catId: int) -> Any:  # noqa: N802, N803 - COCOeval's hook
         return self._sims.get((imgId, catId), [])
 
     # ------------------------------------------------------------------ matching (§6)
@@ -202,7 +201,7 @@ class DensePoseCOCOeval(COCOeval):
             dt_ig[matched] = gt_ig[[position[int(m)] for m in dtm[matched]]]
         if len(dt) and len(gt):
             self._rescue(dt, gt, gt_ig, self._box_ious[key][: len(dt)][:, gtind], dtm, gtm, dt_ig)
-        out_of_range = np.array([d["area"] < aRng[0] or d["area"] > aRng[1] for d in dt])
+        out_of_range = np.array([d["area"] < aRng[0] or d["area"] > aRng[1] for d in dt], bool)
         dt_ig |= (dtm == 0) & out_of_range.reshape(1, -1)
         if gt_ig.all():  # no usable GT (or none at all): every detection is ignored
             dt_ig[:] = True

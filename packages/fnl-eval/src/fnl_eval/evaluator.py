@@ -253,7 +253,7 @@ class DensePoseEvaluator:
         )  # fmt: skip
         with _quiet():
             ev.evaluate()
-        return {k: np.asarray(v) for k, v in ev.ious.items() if len(v)}
+        return {(int(i), int(c)): np.asarray(v) for (i, c), v in ev.ious.items() if len(v)}
 
     @staticmethod
     def _run(ev: COCOeval, names: Sequence[str]) -> dict[str, float]:
@@ -266,9 +266,7 @@ class DensePoseEvaluator:
     def _coco_eval(self, gt: COCO, res: COCO, iou_type: str) -> dict[str, float]:
         return self._run(COCOeval(gt, res, iou_type), DETECTION_STATS)
 
-    def _segm(
-        self, gt: COCO, dets: list[dict[str, Any]], raster: _RasterCache
-    ) -> dict[str, float]:
+    def _segm(self, gt: COCO, dets: list[dict[str, Any]], raster: _RasterCache) -> dict[str, float]:
         """COCO mask AP: GT ``segmentation`` (else ``dp_masks``), detections I > 0 pasted."""
         for ann in gt.dataset["annotations"]:
             if not ann.get("segmentation"):

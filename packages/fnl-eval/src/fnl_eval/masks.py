@@ -45,9 +45,7 @@ def decode_dp_masks(dp_masks: Sequence[Any]) -> np.ndarray:
     return labels
 
 
-def paste_mask(
-    mask: np.ndarray, bbox_xywh: Sequence[float], height: int, width: int
-) -> np.ndarray:
+def paste_mask(mask: np.ndarray, bbox_xywh: Sequence[float], height: int, width: int) -> np.ndarray:
     """Place a box-frame mask into an image-sized uint8 mask at the truncated box corner.
 
     The pasted region is clipped to the image, to the box's right/bottom edge

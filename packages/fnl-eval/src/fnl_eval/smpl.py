@@ -7,8 +7,9 @@ triangle in row-major order). See spec/evaluation.md §9. The files are publishe
 DensePose authors at https://dl.fbaipublicfiles.com/densepose/data/.
 
 ``Pdist_matrix.pkl`` is a pickle, and loading a pickle can run arbitrary code. It is read with
-:class:`NumpyOnlyUnpickler`, which only reconstructs plain dicts and numpy arrays and refuses
-every other global, so a tampered file fails instead of executing.
+:class:`NumpyOnlyUnpickler`, which only reconstructs builtin containers and numpy arrays
+(plus ``_codecs.encode``, which protocol-2 pickles use for raw bytes) and refuses every other
+global, so a tampered file fails instead of executing.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ _ALLOWED_GLOBALS = {
     ("numpy._core.multiarray", "scalar"),
     ("numpy", "ndarray"),
     ("numpy", "dtype"),
+    ("_codecs", "encode"),  # how protocol-2 pickles written by Python 3 store array bytes
 }
 
 

@@ -17,8 +17,8 @@ from fnl_core.densepose import NUM_FINE_CHARTS
 
 __all__ = ["SurfaceIndex", "validate_surface"]
 
-_TIE_CANDIDATES = 4
-"""Neighbours examined per query so that exact distance ties resolve to the lowest index."""
+_TIE_TOLERANCE = 1e-12
+"""Two nearest distances closer than this are re-measured exactly to break ties by index."""
 
 
 def validate_surface(surface: Any) -> None:
@@ -70,13 +70,20 @@ class SurfaceIndex:
         out = np.full(i.shape, -1, dtype=np.int64)
         for c, (tree, idx, verts) in self._charts.items():
             sel = np.flatnonzero(i == c)
-            if not len(sel):
-                continue
-            k = min(_TIE_CANDIDATES, len(idx))
-            _, cand = tree.query(uv[sel], k=k)
-            cand = cand.reshape(len(sel), k)
-            d = np.sqrt(((verts[cand] - uv[sel, None, :]) ** 2).sum(-1))
-            # lowest local index among exact minimum distances (local order = global order)
-            best = np.where(d == d.min(axis=1, keepdims=True), cand, len(idx)).min(axis=1)
-            out[sel] = self._to_mesh[idx[best]]
+            if len(sel):
+                out[sel] = self._to_mesh[idx[self._nearest(tree, verts, uv[sel])]]
         return out
+
+    @staticmethod
+    def _nearest(tree: cKDTree, verts: np.ndarray, query: np.ndarray) -> np.ndarray:
+        """Chart-local index of the nearest vertex; exact ties go to the lowest index."""
+        if len(verts) == 1:
+            return np.zeros(len(query), dtype=np.int64)
+        dist, cand = tree.query(query, k=2)
+        best = cand[:, 0].astype(np.int64)
+        near_tie = np.flatnonzero(dist[:, 1] - dist[:, 0] <= _TIE_TOLERANCE)
+        for k in near_tie:  # rare: re-measure every vertex within reach and break ties by index
+            hits = np.asarray(tree.query_ball_point(query[k], dist[k, 1] + _TIE_TOLERANCE))
+            d = np.sqrt(((verts[hits] - query[k]) ** 2).sum(axis=1))
+            best[k] = hits[d == d.min()].min()
+        return best

@@ -6,7 +6,7 @@ from torch import nn
 
 
 def msra_fill(module: nn.Module) -> None:
-    """Kaiming-normal (fan_out, ReLU gain) weight and zero bias, as detectron2's ``c2_msra_fill``."""
+    """Kaiming-normal (fan_out, ReLU gain) weight, zero bias (detectron2's ``c2_msra_fill``)."""
     nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
     if module.bias is not None:
         nn.init.zeros_(module.bias)

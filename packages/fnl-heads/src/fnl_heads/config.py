@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
+from pydantic import Field, model_validator
+
 from fnl_core.groups import BOX_HEADS, DENSEPOSE_HEADS, DENSEPOSE_PREDICTORS, RPN_HEADS
 from fnl_core.spec import ComponentConfig
-from pydantic import Field, model_validator
 
 _GN_GROUPS = 32
 
@@ -76,7 +77,9 @@ class V1ConvXHeadConfig(ComponentConfig):
     @model_validator(mode="after")
     def _odd_kernel(self) -> V1ConvXHeadConfig:
         if self.kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size must be odd to keep the RoI size, got {self.kernel_size}")
+            raise ValueError(
+                f"kernel_size must be odd to keep the RoI size, got {self.kernel_size}"
+            )
         return self
 
     def build(self, in_channels: int) -> Any:

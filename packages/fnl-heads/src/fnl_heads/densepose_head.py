@@ -53,8 +53,9 @@ class ASPP(nn.Module):
     """Atrous spatial pyramid pooling: 1×1, dilated 3×3s, image pooling; concat → 1×1 + ReLU.
 
     The pooling branch (avg-pool → 1×1 → ReLU) is resized back to R×R bilinearly (a broadcast;
-    done as in the reference so that the outputs match it bit for bit). With ``norm="gn"`` branch convs drop their bias and get
-    GroupNorm(32), and the projection has no bias (detectron2's layout).
+    done as in the reference so that the outputs match it bit for bit). With ``norm="gn"``
+    branch convs drop their bias and get GroupNorm(32), and the projection has no bias
+    (detectron2's layout).
     """
 
     def __init__(

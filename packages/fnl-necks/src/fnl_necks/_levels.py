@@ -29,7 +29,7 @@ def select_inputs(
     chosen = sorted(((n, input_shape[n]) for n in names), key=lambda item: item[1].stride)
     out = []
     for name, shape in chosen:
-        level = int(round(math.log2(shape.stride))) if shape.stride > 0 else -1
+        level = round(math.log2(shape.stride)) if shape.stride > 0 else -1
         if level < 1 or 2**level != shape.stride:
             raise ValueError(
                 f"{component}: feature {name!r} has stride {shape.stride}; expected a power of 2"

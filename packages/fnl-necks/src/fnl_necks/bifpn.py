@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from fnl_core.spec import ShapeSpec
 from torch import Tensor, nn
+
+from fnl_core.spec import ShapeSpec
 
 
 class FastNormalizedFusion(nn.Module):

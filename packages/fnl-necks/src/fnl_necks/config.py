@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-from fnl_core.groups import NECKS
-from fnl_core.spec import ComponentConfig, ShapeSpec
 from pydantic import Field
 
+from fnl_core.groups import NECKS
+from fnl_core.spec import ComponentConfig, ShapeSpec
 from fnl_necks._levels import select_inputs
 
 _IN_FEATURES_DOC = (

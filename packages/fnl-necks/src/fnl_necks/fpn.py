@@ -7,8 +7,9 @@ map one-to-one.
 from __future__ import annotations
 
 import torch.nn.functional as F
-from fnl_core.spec import ShapeSpec
 from torch import Tensor, nn
+
+from fnl_core.spec import ShapeSpec
 
 
 class FPN(nn.Module):
@@ -60,9 +61,7 @@ class FPN(nn.Module):
         for level, x in zip(reversed(self.levels), reversed(inputs)):
             lateral = getattr(self, f"fpn_lateral{level}")(x)
             if top_down is not None:
-                lateral = lateral + F.interpolate(
-                    top_down, size=lateral.shape[-2:], mode="nearest"
-                )
+                lateral = lateral + F.interpolate(top_down, size=lateral.shape[-2:], mode="nearest")
             top_down = lateral
             outs.insert(0, getattr(self, f"fpn_output{level}")(lateral))
         outs.append(F.max_pool2d(outs[-1], kernel_size=1, stride=2))

@@ -102,7 +102,8 @@ def background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
     yy = np.linspace(-1, 1, height, dtype=np.float32)[:, None, None]
     img += yy * rng.uniform(-40, 40, 3).astype(np.float32)
     for cells, amp in ((4, 45.0), (16, 20.0)):
-        noise = rng.normal(0, 1, (cells * height // width + 2, cells + 2, 3))
+        shape = (cells * height // width + 2, cells + 2)
+        noise = rng.normal(0, 1, (*shape, 1)) + 0.6 * rng.normal(0, 1, (*shape, 3))
         noise = (np.clip(noise * 40 + 128, 0, 255)).astype(np.uint8)
         up = Image.fromarray(noise).resize((width, height), Image.BILINEAR)
         img += (np.asarray(up, dtype=np.float32) - 128) / 40 * amp

@@ -162,7 +162,9 @@ def local_to_chart(part: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndar
     return chart, u, v
 
 
-def chart_to_local(chart: np.ndarray, u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def chart_to_local(
+    chart: np.ndarray, u: np.ndarray, v: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Inverse of :func:`local_to_chart`: (part index, unit-sphere point …×3)."""
     chart = np.asarray(chart, dtype=np.int64)
     u, v = np.asarray(u, dtype=np.float64), np.asarray(v, dtype=np.float64)

@@ -55,6 +55,8 @@ class DensePoseRCNN(nn.Module):
         self.roi_heads = roi_heads
         #: The :class:`~fnl_detector.spec.DetectorSpec` this model was built from (if any).
         self.spec: Any = None
+        #: Feed the backbone a channels_last batch (set with ``model.to(memory_format=...)``).
+        self.channels_last = False
 
     def extract_features(self, x: Tensor) -> dict[str, Tensor]:
         """Backbone + neck on a normalised, padded batch: ``{"p2": ..., "p6": ...}``."""
@@ -71,6 +73,8 @@ class DensePoseRCNN(nn.Module):
         x, sizes, targets = self.transform(images, targets if self.training else None)
         if targets is not None:
             targets = [_to_device(t, x.device) for t in targets]
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         features = self.extract_features(x)
         proposals, _, rpn_losses = self.proposal_generator(features, sizes, targets)
         detections, roi_losses = self.roi_heads(features, proposals, sizes, targets)

@@ -57,7 +57,7 @@ class TrainSamples(Dataset):
         image = self.dataset.load_image(record)
         if flip:
             record, image = self.dataset.hflip(record, image)
-        tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).contiguous()
+        tensor = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).contiguous()
         return tensor, record_target(record)
 
 
@@ -126,11 +126,17 @@ def collate(batch: list[tuple[torch.Tensor, dict[str, Any]]]) -> tuple[list, lis
 def make_loader(
     samples: TrainSamples, sampler: DeterministicBatchSampler, num_workers: int
 ) -> DataLoader:
+    """A loader over ``sampler``'s batches.
+
+    It gets its own generator: the DataLoader draws a worker seed from it whenever an iterator
+    starts, which would otherwise shift the global torch RNG on resume.
+    """
     return DataLoader(
         samples,
         batch_sampler=sampler,
         num_workers=num_workers,
         collate_fn=collate,
         persistent_workers=False,
+        generator=torch.Generator().manual_seed(sampler.seed + sampler.start_iter),
         prefetch_factor=2 if num_workers else None,
     )

@@ -20,7 +20,7 @@ from fnl_core.structures import DensePoseDataset, ImageRecord
 
 def image_tensor(image: np.ndarray, device: torch.device) -> torch.Tensor:
     """H×W×3 uint8 RGB → float Tensor[3,H,W] in 0..255 on ``device``."""
-    t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+    t = torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1)
     return t.to(device=device, dtype=torch.float32)
 
 
@@ -69,17 +69,23 @@ def subset_gt_json(gt_json: Path, image_ids: set[int], out_path: Path) -> Path:
     return out_path
 
 
-def build_evaluator(surface: str, evaluator: str = "densepose_coco") -> Any:
-    """The registered evaluator on the registered body surface named ``surface``."""
+def build_evaluator(surface: str | None, evaluator: str = "densepose_coco") -> Any:
+    """The registered evaluator on the registered body surface named ``surface``.
+
+    Without a surface only box and mask AP are computed (GPS needs geodesic distances).
+    """
+    config_cls = registry.get(groups.EVALUATORS, evaluator)
+    if surface is None:
+        return config_cls(metrics=["bbox", "segm"]).build(None)
     body = registry.get(groups.SURFACES, surface)().build()
-    return registry.get(groups.EVALUATORS, evaluator)().build(body)
+    return config_cls().build(body)
 
 
 def evaluate_model(
     model: nn.Module,
     dataset: DensePoseDataset,
     device: torch.device,
-    surface: str,
+    surface: str | None,
     work_dir: Path,
     max_images: int | None = None,
     evaluator: Any = None,
@@ -96,14 +102,20 @@ def evaluate_model(
     results_path.write_text(json.dumps(results))
     if evaluator is None:
         evaluator = build_evaluator(surface)
-    if not results:
-        return {"num_detections": 0, "num_images": len(records), **_zero_metrics()}
     metrics = evaluator.evaluate(gt_json, results)
     return {"num_detections": len(results), "num_images": len(records), **_plain(metrics)}
 
 
-def _zero_metrics() -> dict[str, float]:
-    return {"bbox_AP": 0.0, "gps_AP": 0.0, "gpsm_AP": 0.0}
+def flatten(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    """``{"gps": {"AP": 0.3}}`` → ``{"gps/AP": 0.3}`` (numbers only)."""
+    out: dict[str, float] = {}
+    for key, value in metrics.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, name + "/"))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[name] = value
+    return out
 
 
 def _plain(value: Any) -> Any:

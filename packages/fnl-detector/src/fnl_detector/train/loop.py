@@ -41,7 +41,7 @@ _RESUME_FIXED = ("batch_size", "lr", "momentum", "weight_decay", "weight_decay_n
                  "warmup_factor", "gamma", "clip_grad_norm")
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(FloatingPointError, ValueError):
     """A loss term became NaN or infinite; the message names the term and the iteration."""
 
 
@@ -71,7 +71,7 @@ class Trainer:
         spec: Any = None,
         model: nn.Module | None = None,
         eval_set: DensePoseDataset | None = None,
-        surface: str = "toy",
+        surface: str | None = "toy",
         resume: bool = False,
         progress: bool = True,
     ) -> None:
@@ -109,6 +109,7 @@ class Trainer:
         self.train_seconds = 0.0
         self.records = [r for r in train_set.records if has_training_instances(r)]
         self.eval_history: list[dict[str, Any]] = []
+        self._evaluator: Any = None
         seed_all(config.seed + self.dist.rank)  # per-process sampling randomness
 
         if resume:
@@ -325,7 +326,8 @@ class Trainer:
 
     @staticmethod
     def _nonfinite_message(it: int, loss_dict: dict[str, torch.Tensor]) -> str:
-        bad = {k: float(v) for k, v in loss_dict.items() if not math.isfinite(float(v))}
+        bad = {k: float(v.detach()) for k, v in loss_dict.items()
+               if not math.isfinite(float(v.detach()))}
         if not bad:
             return f"a loss became non-finite on another process at iteration {it}; stopping"
         terms = ", ".join(f"{k} = {v}" for k, v in bad.items())
@@ -371,17 +373,21 @@ class Trainer:
             return None
         result = None
         if self.is_main:
-            from fnl_detector.train.evaluate import evaluate_model
+            from fnl_detector.train.evaluate import evaluate_model, flatten
+
+            from fnl_detector.train.evaluate import build_evaluator
 
             t0 = time.perf_counter()
+            if self._evaluator is None:
+                self._evaluator = build_evaluator(self.surface)
             metrics = evaluate_model(
                 self.model, self.eval_set, self.device, self.surface,
                 self.run_dir / "eval", max_images=self.config.eval_max_images,
+                evaluator=self._evaluator,
             )
             result = {"iteration": it, "eval_seconds": time.perf_counter() - t0, **metrics}
             self.eval_history = [h for h in self.eval_history if h["iteration"] != it] + [result]
-            writer.write({"iteration": it, **{f"eval/{k}": v for k, v in metrics.items()
-                                              if isinstance(v, (int, float))}})
+            writer.write({"iteration": it, **flatten(metrics, "eval/")})
             out = {"final": result, "history": self.eval_history}
             (self.run_dir / EVAL_FILE).write_text(json.dumps(out, indent=2))
         dist_utils.barrier()

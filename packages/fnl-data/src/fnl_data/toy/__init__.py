@@ -1,0 +1,1 @@
+"""The built-in synthetic "toy humans": body model, renderer, generator and surface."""
