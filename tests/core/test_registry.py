@@ -173,3 +173,19 @@ def test_fnl_help_and_list_do_not_import_torch():
         "assert not heavy, heavy\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_broken_command_plugin_does_not_hide_the_others(monkeypatch, capsys):
+    from fnl_core import cli
+    from fnl_core.command import Command
+
+    def bad_configure(parser):
+        raise RuntimeError("boom")
+
+    broken = Command(help="broken", configure=bad_configure, run=lambda a: 0)
+    with registry.registered(COMMANDS, "zz_broken", broken):
+        parser = cli.build_parser()
+    err = capsys.readouterr().err
+    assert "command 'zz_broken' from <in-process> failed" in err
+    assert "RuntimeError: boom" in err
+    assert "list" in parser.format_help()

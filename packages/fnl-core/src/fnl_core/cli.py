@@ -51,9 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=_version_text())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for info in registry.entries(COMMANDS):
+        # One broken command plugin must not hide the others: warn and go on.
         try:
             cmd = registry.get(COMMANDS, info.name)
-        except registry.PluginLoadError as exc:  # one broken plugin must not hide the others
+        except (registry.PluginLoadError, registry.RegistryError) as exc:
             print(f"fnl: warning: {exc}", file=sys.stderr)
             continue
         if not isinstance(cmd, Command):
@@ -63,7 +64,15 @@ def build_parser() -> argparse.ArgumentParser:
             )
             continue
         p = sub.add_parser(info.name, help=cmd.help, description=cmd.description or cmd.help)
-        cmd.configure(p)
+        try:
+            cmd.configure(p)
+        except Exception as exc:  # noqa: BLE001 - a plugin's argument setup failed
+            print(
+                f"fnl: warning: command {info.name!r} from {info.distribution} failed to set up "
+                f"its arguments: {type(exc).__name__}: {exc}",
+                file=sys.stderr,
+            )
+            continue
         p.set_defaults(_run=cmd.run)
     return parser
 
