@@ -6,11 +6,11 @@ import subprocess
 import sys
 
 import pytest
-from fnl_core import registry
-from fnl_core.spec import ShapeSpec, resolve_component
 from pydantic import ValidationError
 
 from fnl_backbones.config import TimmBackboneConfig
+from fnl_core import registry
+from fnl_core.spec import ShapeSpec, resolve_component
 
 
 def test_registered_under_timm():

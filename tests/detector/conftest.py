@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from detector_standins import standins
+
 from fnl_core.structures import DensePoseAnnotation
 
 

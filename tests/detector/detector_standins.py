@@ -9,7 +9,6 @@ from __future__ import annotations
 from contextlib import ExitStack, contextmanager
 from typing import Any, Literal
 
-import torch
 import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
@@ -51,7 +50,9 @@ class TinyNeck(nn.Module):
     def __init__(self, input_shape: dict[str, ShapeSpec], channels: int) -> None:
         super().__init__()
         self.names = list(input_shape)
-        self.lateral = nn.ModuleList(nn.Conv2d(s.channels, channels, 1) for s in input_shape.values())
+        self.lateral = nn.ModuleList(
+            nn.Conv2d(s.channels, channels, 1) for s in input_shape.values()
+        )
         self.channels = channels
 
     def output_shape(self) -> dict[str, ShapeSpec]:
@@ -105,14 +106,16 @@ class TinyPredictor(nn.Module):
         super().__init__()
         self.size = heatmap_size
         self.heads = nn.ModuleDict(
-            {k: nn.Conv2d(in_channels, c, 1) for k, c in
-             (("coarse_segm", 15), ("fine_segm", 25), ("u", 25), ("v", 25))}
+            {
+                k: nn.Conv2d(in_channels, c, 1)
+                for k, c in (("coarse_segm", 15), ("fine_segm", 25), ("u", 25), ("v", 25))
+            }
         )
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         return {
-            k: F.interpolate(h(x), size=(self.size, self.size), mode="bilinear") for k, h in
-            self.heads.items()
+            k: F.interpolate(h(x), size=(self.size, self.size), mode="bilinear")
+            for k, h in self.heads.items()
         }
 
 
@@ -214,13 +217,22 @@ STANDINS = [
 def tiny_spec(**overrides: Any) -> dict[str, Any]:
     """A complete spec made of stand-ins, small sizes everywhere."""
     spec: dict[str, Any] = {
-        "input": {"min_size_train": [96, 128], "max_size_train": 192, "min_size_test": 128,
-                  "max_size_test": 192},
+        "input": {
+            "min_size_train": [96, 128],
+            "max_size_train": 192,
+            "min_size_test": 128,
+            "max_size_test": 192,
+        },
         "backbone": {"type": "tiny_backbone"},
         "neck": {"type": "tiny_neck"},
-        "rpn": {"head": {"type": "tiny_rpn"}, "pre_nms_top_n_test": 200,
-                "post_nms_top_n_test": 100, "pre_nms_top_n_train": 200,
-                "post_nms_top_n_train": 100, "batch_size_per_image": 64},
+        "rpn": {
+            "head": {"type": "tiny_rpn"},
+            "pre_nms_top_n_test": 200,
+            "post_nms_top_n_test": 100,
+            "pre_nms_top_n_train": 200,
+            "post_nms_top_n_train": 100,
+            "batch_size_per_image": 64,
+        },
         "box_head": {"type": "tiny_box"},
         "roi_heads": {"batch_size_per_image": 32},
         "densepose": {

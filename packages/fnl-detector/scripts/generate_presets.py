@@ -26,6 +26,18 @@ TIMM_RGB = {
     "pixel_std": [58.395, 57.12, 57.375],
 }
 P2_P5 = ["p2", "p3", "p4", "p5"]
+#: detectron2's MSRA ResNet-50 conventions (the reference R-50 models were trained with them).
+D2_MSRA_BGR = {
+    "format": "BGR",
+    "pixel_mean": [103.53, 116.28, 123.675],
+    "pixel_std": [1.0, 1.0, 1.0],
+}
+MSRA_NOTE = (
+    " Input and trunk follow detectron2's MSRA ResNet-50 (BGR, mean 103.53/116.28/123.675, std "
+    "1, stride in the first 1x1 conv) so detectron2 checkpoints compute the same function; timm's "
+    "ImageNet ResNet-50 weights instead need input.format=RGB, input.pixel_mean=[123.675,116.28,"
+    "103.53], input.pixel_std=[58.395,57.12,57.375] and backbone.stride_in_1x1=false."
+)
 PRETRAINED_NOTE = (
     " Backbone weights are random (pretrained false) so nothing downloads; for training start "
     "from ImageNet weights with --set backbone.pretrained=true."
@@ -111,7 +123,11 @@ def mobile(
 
 
 def spnasnet_expansion() -> dict[str, Any]:
-    return {"model_name": "spnasnet_100", "out_indices": [1, 2, 3, 4], "feature_location": "expansion"}
+    return {
+        "model_name": "spnasnet_100",
+        "out_indices": [1, 2, 3, 4],
+        "feature_location": "expansion",
+    }
 
 
 def mobile_a(backbone: dict[str, Any], description: str) -> dict[str, Any]:
@@ -143,6 +159,8 @@ def resnet_baseline(parsing: bool) -> dict[str, Any]:
     spec["box_head"] = {"type": "2fc", "num_fc": 2, "fc_dim": 1024}
     legacy_pool = {"sampling_ratio": 2, "aligned": False, "op": "roi_align"}
     spec["box_pooler"].update(legacy_pool)
+    spec["input"].update(D2_MSRA_BGR)
+    spec["backbone"]["stride_in_1x1"] = True
     if parsing:
         spec["description"] = (
             "Parsing R-CNN reproduction (paper Table 1): ResNet-50 + FPN 256, 2-FC box head, "
@@ -171,12 +189,14 @@ def resnet_baseline(parsing: bool) -> dict[str, Any]:
         spec["rpn"]["batch_size_per_image"] = 256
         spec["roi_heads"]["batch_size_per_image"] = 512
         spec["densepose"]["head"] = {
-            "type": "v1convx", "num_convs": 8, "channels": 512, "kernel_size": 3
+            "type": "v1convx",
+            "num_convs": 8,
+            "channels": 512,
+            "kernel_size": 3,
         }
-        spec["densepose"]["pooler"] = {
-            "in_features": P2_P5, "resolution": 14, **legacy_pool
-        }
+        spec["densepose"]["pooler"] = {"in_features": P2_P5, "resolution": 14, **legacy_pool}
         spec["densepose"]["heatmap_size"] = 56
+    spec["description"] += MSRA_NOTE
     return spec
 
 

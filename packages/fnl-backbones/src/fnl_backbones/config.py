@@ -102,6 +102,11 @@ class TimmBackboneConfig(ComponentConfig):
         description="Drop the stages after the last one used (and any classifier head), so "
         "parameter counts follow the paper.",
     )
+    stride_in_1x1: bool = Field(
+        False,
+        description="ResNet bottlenecks downsample in the first 1x1 conv instead of the 3x3 "
+        "(detectron2's MSRA ResNets, STRIDE_IN_1X1); needed to run detectron2 ResNet weights.",
+    )
 
     @field_validator("out_indices")
     @classmethod
@@ -158,4 +163,5 @@ class TimmBackboneConfig(ComponentConfig):
             bn_eps=self.bn_eps,
             bn_momentum=self.bn_momentum,
             prune=self.prune,
+            stride_in_1x1=self.stride_in_1x1,
         )

@@ -20,10 +20,11 @@ from torch.nn.modules.batchnorm import _BatchNorm
 class FrozenBatchNormAct2d(nn.Module):
     """BatchNorm2d (+ timm's fused drop/activation) with fixed statistics and affine values.
 
-    ``weight``, ``bias``, ``running_mean`` and ``running_var`` are buffers: they are loaded and
-    saved like ``nn.BatchNorm2d``'s (same state-dict keys; ``num_batches_tracked`` is accepted
-    and dropped) but are not parameters. The forward pass is ``F.batch_norm`` in inference mode,
-    so the output equals that of the original module in ``eval()`` bit for bit.
+    ``weight``, ``bias``, ``running_mean`` and ``running_var`` are buffers, not parameters. The
+    state-dict keys are exactly ``nn.BatchNorm2d``'s (``num_batches_tracked`` included, kept
+    only for checkpoint compatibility; a missing one is tolerated), so checkpoints move freely
+    between ``frozen_bn`` and ``bn`` backbones. The forward pass is ``F.batch_norm`` in
+    inference mode, so the output equals the original module's in ``eval()`` bit for bit.
     """
 
     def __init__(
@@ -41,6 +42,7 @@ class FrozenBatchNormAct2d(nn.Module):
         self.register_buffer("bias", torch.zeros(num_features))
         self.register_buffer("running_mean", torch.zeros(num_features))
         self.register_buffer("running_var", torch.ones(num_features))
+        self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
         self.drop = drop if drop is not None else nn.Identity()
         self.act = act if act is not None else nn.Identity()
 
@@ -60,6 +62,8 @@ class FrozenBatchNormAct2d(nn.Module):
             if bn.track_running_stats and bn.running_mean is not None:
                 frozen.running_mean.copy_(bn.running_mean)
                 frozen.running_var.copy_(bn.running_var)
+            if bn.num_batches_tracked is not None:
+                frozen.num_batches_tracked.copy_(bn.num_batches_tracked)
         return frozen
 
     def _load_from_state_dict(
@@ -72,7 +76,7 @@ class FrozenBatchNormAct2d(nn.Module):
         unexpected_keys: list[str],
         error_msgs: list[str],
     ) -> None:
-        state_dict.pop(prefix + "num_batches_tracked", None)
+        state_dict.setdefault(prefix + "num_batches_tracked", self.num_batches_tracked)
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
         )

@@ -12,8 +12,8 @@ uses timm's feature indices 1-4 (``layer1``-``layer4``). Model B feeds its BiFPN
 
 ``backbone_params`` were measured (``tests/backbones/test_paper.py`` checks them): parameters of
 the backbone as built from ``backbone_spec()`` with frozen BatchNorm (BN values are buffers).
-Adding the FPN-256 and the A heads (:attr:`PaperBackbone.detector_params_a`) reproduces every printed
-``paper_params_m``.
+Adding the FPN-256 and the A heads (:attr:`PaperBackbone.detector_params_a`) reproduces
+every printed ``paper_params_m``.
 """
 
 from __future__ import annotations
@@ -24,6 +24,10 @@ from typing import Any
 #: Parameters of Model A outside backbone and FPN: RPN 593 935 + conv box head 1 255 430 +
 #: ASPP DensePose head 4 590 080 + predictor 368 730 (paper_numbers.md §8).
 A_HEADS_PARAMS = 593_935 + 1_255_430 + 4_590_080 + 368_730
+
+#: Parameters of Model B outside the backbone: BiFPN-64 147 918 + RPN 37 903 + conv box head
+#: 92 678 + ASPP DensePose head 287 360 + predictor 92 250 (model.md (i)).
+B_REST_PARAMS = 147_918 + 37_903 + 92_678 + 287_360 + 92_250
 
 
 def fpn256_params(in_channels: tuple[int, ...]) -> int:
@@ -293,6 +297,7 @@ def paper_backbone(name: str) -> PaperBackbone:
 
 __all__ = [
     "A_HEADS_PARAMS",
+    "B_REST_PARAMS",
     "MOBILE_B_BACKBONE",
     "PAPER_BACKBONES",
     "PaperBackbone",

@@ -175,6 +175,21 @@ def _create_stage_model(
     return body, indices, strides
 
 
+def _stride_in_1x1(body: nn.Module, model_name: str) -> None:
+    """Downsample in each strided bottleneck's first 1x1 conv, not its 3x3 (detectron2 MSRA)."""
+    from timm.models.resnet import Bottleneck
+
+    blocks = [m for m in body.modules() if isinstance(m, Bottleneck)]
+    if not blocks:
+        raise ValueError(
+            f"backbone 'timm': stride_in_1x1 needs a ResNet with bottleneck blocks; "
+            f"{model_name!r} has none"
+        )
+    for block in blocks:
+        if block.conv2.stride != (1, 1):
+            block.conv1.stride, block.conv2.stride = block.conv2.stride, (1, 1)
+
+
 class TimmBackbone(nn.Module):
     """A timm CNN returning features named ``c<log2(stride)>``, ordered by stride.
 
@@ -190,6 +205,8 @@ class TimmBackbone(nn.Module):
         pretrained: False, True (timm's weights) or a path to a local weights file.
         bn_eps, bn_momentum: BatchNorm overrides (None: 'tf_' defaults or timm's).
         prune: drop stages after the last used one and the classifier head.
+        stride_in_1x1: move each ResNet bottleneck's stride from its 3x3 to its first 1x1
+            conv (detectron2's MSRA ResNets).
 
     The timm module is ``self.body``: state-dict keys are timm's under ``body.``.
 
@@ -213,6 +230,7 @@ class TimmBackbone(nn.Module):
         bn_eps: float | None = None,
         bn_momentum: float | None = None,
         prune: bool = True,
+        stride_in_1x1: bool = False,
     ) -> None:
         super().__init__()
         check_model_name(model_name)
@@ -265,6 +283,8 @@ class TimmBackbone(nn.Module):
             momentum=bn_momentum if bn_momentum is not None else (TF_BN_MOMENTUM if tf else None),
         )
         self.body = convert_norm(body, norm)
+        if stride_in_1x1:
+            _stride_in_1x1(self.body, model_name)
 
         channels, unused = self._dry_run()
         if declared is not None and channels != declared:
@@ -301,16 +321,16 @@ class TimmBackbone(nn.Module):
         was_training = self.training
         self.eval()
         params = [(n, p) for n, p in self.body.named_parameters() if p.requires_grad]
+        unused: list[str] = []  # stays empty when autograd is off (built in inference mode)
         try:
             with torch.enable_grad():
                 feats = self._features(torch.zeros(1, 3, _DRY_RUN_SIZE, _DRY_RUN_SIZE))
                 total = sum(f.float().sum() for f in feats)
-                grads: Sequence[torch.Tensor | None] = [None] * len(params)
                 if params and isinstance(total, torch.Tensor) and total.requires_grad:
                     grads = torch.autograd.grad(total, [p for _, p in params], allow_unused=True)
+                    unused = [n for (n, _), g in zip(params, grads) if g is None]
         finally:
             self.train(was_training)
-        unused = [n for (n, _), g in zip(params, grads) if g is None]
         return [int(f.shape[1]) for f in feats], unused
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:

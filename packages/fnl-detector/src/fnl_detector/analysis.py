@@ -38,9 +38,7 @@ def parameter_counts(model: nn.Module) -> dict[str, int]:
     """``nn.Parameter`` counts (frozen-BN values are buffers, not counted): total and per part."""
     out = {"total": sum(p.numel() for p in model.parameters())}
     for part, paths in PARTS.items():
-        out[part] = sum(
-            p.numel() for path in paths for p in model.get_submodule(path).parameters()
-        )
+        out[part] = sum(p.numel() for path in paths for p in model.get_submodule(path).parameters())
     return out
 
 
@@ -108,7 +106,9 @@ def calibrate_batch_norm(model: DensePoseRCNN, images: Sequence[Tensor]) -> int:
 
 def _bn_affine(bn: nn.Module) -> tuple[Tensor, Tensor]:
     """(scale, shift) with bn(x) = x * scale + shift in eval mode."""
-    weight = bn.weight if getattr(bn, "weight", None) is not None else torch.ones_like(bn.running_var)
+    weight = (
+        bn.weight if getattr(bn, "weight", None) is not None else torch.ones_like(bn.running_var)
+    )
     bias = bn.bias if getattr(bn, "bias", None) is not None else torch.zeros_like(bn.running_mean)
     scale = weight / torch.sqrt(bn.running_var + bn.eps)
     return scale, bias - bn.running_mean * scale
@@ -124,15 +124,13 @@ def _after_bn(bn: nn.Module) -> nn.Module:
 
 
 @torch.no_grad()
-def fold_batch_norm(
-    model: DensePoseRCNN, images: Sequence[Tensor], *, rtol: float = 1e-3
-) -> int:
+def fold_batch_norm(model: DensePoseRCNN, images: Sequence[Tensor], *, rtol: float = 1e-3) -> int:
     """Fold every BatchNorm that directly follows a ``Conv2d`` into that conv (eval mode).
 
     Pairs are found by running the model once with hooks (a BN whose input tensor *is* a
-    conv's output); each BN is replaced by its fused activation (or identity). The outputs
-    features (backbone + neck) before and after are compared on ``images``; on a mismatch the model is restored and a
-    ``RuntimeError`` is raised. Returns the number of folded BNs.
+    conv's output); each BN is replaced by its fused activation (or identity). The features
+    (backbone + neck) before and after are compared on ``images``; on a mismatch the model is
+    restored and a ``RuntimeError`` is raised. Returns the number of folded BNs.
     """
     model.eval()
     bns = {id(m) for m in _batch_norms(model)}
@@ -149,8 +147,9 @@ def fold_batch_norm(
         if hit is not None and hit[1] is args[0]:
             pairs.setdefault(id(module), (hit[0], module))
 
-    handles = [m.register_forward_hook(conv_hook) for m in model.modules()
-               if isinstance(m, nn.Conv2d)]
+    handles = [
+        m.register_forward_hook(conv_hook) for m in model.modules() if isinstance(m, nn.Conv2d)
+    ]
     handles += [m.register_forward_pre_hook(bn_hook) for m in model.modules() if id(m) in bns]
     try:
         model(list(images))
@@ -220,6 +219,8 @@ def prepare_benchmark_model(
     spec = load_spec(spec, [*overrides, *benchmark_overrides(size, detections)])
     model = build_detector(spec).to(device).eval()
     image = image.to(device)
+    #: parameters as specified (folding BN adds conv biases)
+    model.spec_params = parameter_counts(model)["total"]
     calibrate_batch_norm(model, [image])
     if fold_bn:
         fold_batch_norm(model, [image])

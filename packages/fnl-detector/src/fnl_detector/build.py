@@ -137,7 +137,9 @@ def build_detector(spec: DetectorSpec | dict[str, Any] | str | Path) -> DensePos
         detections_per_image=spec.test.detections_per_image,
     )
     with torch.no_grad():
-        probe = dp_predictor(torch.zeros(1, head_channels, dp.pooler.resolution, dp.pooler.resolution))
+        probe = dp_predictor(
+            torch.zeros(1, head_channels, dp.pooler.resolution, dp.pooler.resolution)
+        )
     for key, value in probe.items():
         if value.shape[-1] != dp.heatmap_size or value.shape[-2] != dp.heatmap_size:
             raise SpecBuildError(

@@ -41,7 +41,9 @@ def to_coco_results(
 
     boxes = prediction["boxes"].detach().to(torch.float32).cpu()
     scores = prediction["scores"].detach().cpu().tolist()
-    iuvs = densepose_to_iuv(boxes, {k: v.detach().cpu() for k, v in prediction["densepose"].items()})
+    iuvs = densepose_to_iuv(
+        boxes, {k: v.detach().cpu() for k, v in prediction["densepose"].items()}
+    )
     xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1).tolist()
     return [
         {

@@ -10,7 +10,9 @@ from fnl_core.command import Command
 
 
 def _configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("specs", nargs="+", help="preset names or spec files; the first is the reference")
+    parser.add_argument(
+        "specs", nargs="+", help="preset names or spec files; the first is the reference"
+    )
     parser.add_argument(
         "--set",
         dest="overrides",
@@ -56,7 +58,6 @@ def run_benchmark(
     from fnl_detector.analysis import (
         benchmark_image,
         median,
-        parameter_counts,
         prepare_benchmark_model,
         time_models,
     )
@@ -95,7 +96,7 @@ def run_benchmark(
     return [
         {
             "name": str(name),
-            "params": parameter_counts(model)["total"],
+            "params": model.spec_params,
             "median_ms": round(med, 2),
             "detections": count,
             "ratio": round(medians[0] / med, 3),
@@ -131,7 +132,8 @@ def _run(args: argparse.Namespace) -> int:
     )
     print(f"{'model':<{width}}  {'params':>12}  {'median ms':>10}  {'speed-up':>8}")
     for r in rows:
-        print(f"{r['name']:<{width}}  {r['params']:>12,}  {r['median_ms']:>10.1f}  {r['ratio']:>7.2f}x")
+        name, params, ms, ratio = r["name"], r["params"], r["median_ms"], r["ratio"]
+        print(f"{name:<{width}}  {params:>12,}  {ms:>10.1f}  {ratio:>7.2f}x")
     return 0
 
 

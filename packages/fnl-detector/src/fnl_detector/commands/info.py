@@ -76,7 +76,8 @@ def _print_table(info: dict[str, Any]) -> None:
     print(f"  parameters      {p['total']:>12,}")
     for part in ("backbone", "neck", "rpn", "box_head", "densepose_head"):
         print(f"    {part:<14}{p[part]:>12,}")
-    print(f"  fp32 weights    {info['weights_mb']:>12.2f} MB (state dict {info['state_dict_mb']:.2f} MB)")
+    mb, sd_mb = info["weights_mb"], info["state_dict_mb"]
+    print(f"  fp32 weights    {mb:>12.2f} MB (state dict {sd_mb:.2f} MB)")
     if "gflops" in info:
         h, w = info["flops_input_hw"]
         print(

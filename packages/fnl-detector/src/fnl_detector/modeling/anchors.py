@@ -55,7 +55,9 @@ class AnchorGenerator(nn.Module):
         self.offset = float(offset)
         self.num_levels = len(sizes)
         for k, (s, r) in enumerate(zip(sizes, aspect_ratios)):
-            self.register_buffer(f"cell_anchors_{k}", cell_anchors(s, r, round_=round_anchors), False)
+            self.register_buffer(
+                f"cell_anchors_{k}", cell_anchors(s, r, round_=round_anchors), False
+            )
         self._cache: dict[tuple, list[Tensor]] = {}
 
     @property
@@ -69,9 +71,7 @@ class AnchorGenerator(nn.Module):
     def grid_anchors(self, grid_sizes: Sequence[tuple[int, int]]) -> list[Tensor]:
         """Per level, Tensor[H * W * A, 4] for the given (H, W) feature sizes."""
         device = self.cell_anchors_0.device
-        key = (
-            tuple(tuple(g) for g in grid_sizes), str(device), torch.is_inference_mode_enabled()
-        )
+        key = (tuple(tuple(g) for g in grid_sizes), str(device), torch.is_inference_mode_enabled())
         cached = self._cache.get(key)
         if cached is not None:
             return cached

@@ -26,7 +26,9 @@ def build_densepose_targets(
     device = proposals.device
     counts, xs, ys, ii, us, vs = [], [], [], [], [], []
     for k, ann in enumerate(annotations):
-        arrays = [np.asarray(a, dtype=np.float64).reshape(-1) for a in (ann.x, ann.y, ann.i, ann.u, ann.v)]
+        arrays = [
+            np.asarray(a, dtype=np.float64).reshape(-1) for a in (ann.x, ann.y, ann.i, ann.u, ann.v)
+        ]
         n = len(arrays[0])
         if any(len(a) != n for a in arrays):
             raise ValueError(

@@ -106,6 +106,4 @@ class DensePoseRCNN(nn.Module):
 
 
 def _to_device(target: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    return {
-        k: v.to(device) if isinstance(v, Tensor) else v for k, v in target.items()
-    }
+    return {k: v.to(device) if isinstance(v, Tensor) else v for k, v in target.items()}

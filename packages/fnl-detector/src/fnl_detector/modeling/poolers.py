@@ -8,6 +8,7 @@ levels pooled from.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 
@@ -55,7 +56,7 @@ class RoIPooler(nn.Module):
             raise ValueError("need one stride per input feature")
         levels = [math.log2(s) for s in strides]
         if any(lv != int(lv) for lv in levels) or any(
-            b - a != 1 for a, b in zip(levels, levels[1:])
+            b - a != 1 for a, b in itertools.pairwise(levels)
         ):
             raise ValueError(
                 f"pooled features must have power-of-two strides that double from one level to "
@@ -84,13 +85,16 @@ class RoIPooler(nn.Module):
         rois = boxes_to_rois(boxes).to(dtype=xs[0].dtype, device=xs[0].device)
         if len(xs) == 1:
             return self._pool(xs[0], rois, self.scales[0])
-        levels = assign_levels(
-            rois[:, 1:],
-            self.min_level,
-            self.max_level,
-            self.canonical_box_size,
-            self.canonical_level,
-        ) - self.min_level
+        levels = (
+            assign_levels(
+                rois[:, 1:],
+                self.min_level,
+                self.max_level,
+                self.canonical_box_size,
+                self.canonical_level,
+            )
+            - self.min_level
+        )
         out = xs[0].new_zeros((rois.shape[0], xs[0].shape[1], self.resolution, self.resolution))
         for k, (x, scale) in enumerate(zip(xs, self.scales)):
             idx = (levels == k).nonzero().flatten()

@@ -123,7 +123,9 @@ class RPN(nn.Module):
         logits, box_deltas = flatten_head_outputs(objectness, deltas)
         with torch.no_grad():
             proposals, scores = self.select_proposals(
-                anchors, [x.detach() for x in logits], [x.detach() for x in box_deltas],
+                anchors,
+                [x.detach() for x in logits],
+                [x.detach() for x in box_deltas],
                 image_sizes,
             )
         losses: dict[str, Tensor] = {}

@@ -1,0 +1,69 @@
+"""``fnl convert CHECKPOINT --from detectron2 --spec SPEC --out WEIGHTS.safetensors``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from fnl_core.command import Command
+
+_FORMATS = ("detectron2",)  # = fnl_detector.convert.SOURCE_FORMATS (kept light: no import)
+
+
+def _configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "checkpoint",
+        help="reference checkpoint: detectron2/DensePoseFnL .pth, detectron2 model-zoo .pkl",
+    )
+    parser.add_argument(
+        "--from",
+        dest="source_format",
+        choices=_FORMATS,
+        default="detectron2",
+        help="checkpoint layout (DensePoseFnL writes detectron2's); default detectron2",
+    )
+    parser.add_argument(
+        "--spec", required=True, help="the spec the weights are for: a preset name or spec file"
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a spec field, e.g. --set input.format=BGR (repeatable)",
+    )
+    parser.add_argument("--out", required=True, help="output weights file (.safetensors)")
+
+
+def _run(args: argparse.Namespace) -> int:
+    from fnl_detector.convert import ConversionError, convert_checkpoint
+
+    if not args.out.endswith(".safetensors"):
+        print(f"fnl convert: --out {args.out!r} must end with .safetensors", file=sys.stderr)
+        return 2
+    try:
+        mapping = convert_checkpoint(
+            args.checkpoint,
+            args.spec,
+            args.out,
+            overrides=args.overrides,
+            source_format=args.source_format,
+        )
+    except ConversionError as exc:
+        print(f"fnl convert: {args.checkpoint}: {exc}", file=sys.stderr)
+        return 1
+    print(f"{args.out}: {mapping.summary()}")
+    return 0
+
+
+command = Command(
+    help="convert a detectron2 / DensePoseFnL checkpoint to FnL weights (.safetensors)",
+    configure=_configure,
+    run=_run,
+    description="Maps every tensor of a reference checkpoint onto the model built from --spec "
+    "(detectron2 names -> FnL names, shapes checked) and writes the model's weights as "
+    "safetensors, with the resolved spec in the file's metadata. Fails, listing missing, "
+    "unexpected and mis-shaped keys, when the checkpoint does not fit the spec. .pkl files are "
+    "read without running code (numpy arrays only).",
+)

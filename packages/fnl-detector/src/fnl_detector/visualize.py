@@ -1,0 +1,276 @@
+"""Pictures of DensePose predictions and ground truth (spec/model.md h.2).
+
+* :func:`draw_prediction`: each detection above ``min_score`` gets its box, its parts in
+  part colours (alpha 0.7) and iso-lines of U and of V (10 levels each), as in the paper's
+  figures. matplotlib draws the contours when installed; otherwise a small marching-squares
+  routine traces them per part with Pillow.
+* :func:`draw_ground_truth`: boxes, coarse part masks and the annotated points coloured by part.
+* :func:`iuv_image`: the full-image IUV raster (I, 255·U, 255·V); where detections overlap the
+  highest score wins.
+
+Inputs are numpy (H×W×3 uint8 RGB images, (3,h,w) uint8 IUV charts); outputs are numpy images.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+#: Anchor colours of a PARULA-like colormap (position, RGB).
+_PARULA = (
+    (0.00, (53, 42, 135)), (0.15, (15, 92, 221)), (0.30, (18, 125, 216)),
+    (0.45, (7, 156, 207)), (0.60, (21, 177, 180)), (0.75, (89, 189, 140)),
+    (0.85, (165, 190, 107)), (0.95, (225, 185, 82)), (1.00, (249, 251, 14)),
+)  # fmt: skip
+NUM_LEVELS = 10
+
+
+def colormap(values: np.ndarray) -> np.ndarray:
+    """Values in [0, 1] → uint8 RGB through the PARULA-like map."""
+    pos = np.array([p for p, _ in _PARULA])
+    rgb = np.array([c for _, c in _PARULA], dtype=np.float64)
+    v = np.clip(np.asarray(values, dtype=np.float64), 0, 1)
+    out = np.stack([np.interp(v, pos, rgb[:, k]) for k in range(3)], axis=-1)
+    return out.round().astype(np.uint8)
+
+
+#: Colour of each fine part 1..24 (index 0 unused), I·255/24 through the colormap (dp_segm).
+PART_COLORS = colormap(np.arange(25) / 24.0)
+
+
+def detection_boxes_xywh(boxes: np.ndarray) -> np.ndarray:
+    """Integer (x, y, w, h) of XYXY boxes as the charts use them (truncated, w, h ≥ 1)."""
+    b = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    xywh = np.stack([b[:, 0], b[:, 1], b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]], 1)
+    xywh = np.trunc(xywh).astype(np.int64)
+    xywh[:, 2:] = np.maximum(xywh[:, 2:], 1)
+    return xywh
+
+
+def _paste_region(
+    box: Sequence[int], shape: tuple[int, int]
+) -> tuple[slice, slice, slice, slice] | None:
+    """Image and chart slices of a chart pasted at ``box`` (clipped to the image)."""
+    x, y, w, h = (int(v) for v in box)
+    height, width = shape
+    x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + w, width), min(y + h, height)
+    if x1 <= x0 or y1 <= y0:
+        return None
+    return slice(y0, y1), slice(x0, x1), slice(y0 - y, y1 - y), slice(x0 - x, x1 - x)
+
+
+def iuv_image(
+    image_hw: tuple[int, int], boxes: np.ndarray, iuvs: Sequence[np.ndarray], scores: np.ndarray
+) -> np.ndarray:
+    """H×W×3 uint8 (I, 255·U, 255·V) of all detections; the highest score wins overlaps."""
+    out = np.zeros((*image_hw, 3), dtype=np.uint8)
+    xywh = detection_boxes_xywh(boxes)
+    for k in np.argsort(np.asarray(scores), kind="stable"):  # ascending: best painted last
+        region = _paste_region(xywh[k], image_hw)
+        if region is None:
+            continue
+        ys, xs, cy, cx = region
+        chart = np.asarray(iuvs[k])[:, cy, cx].transpose(1, 2, 0)
+        fg = chart[..., 0] > 0
+        out[ys, xs][fg] = chart[fg]  # basic slicing: a view of ``out``
+    return out
+
+
+def _blend(image: np.ndarray, colors: np.ndarray, mask: np.ndarray, alpha: float) -> None:
+    image[mask] = (alpha * colors[mask] + (1 - alpha) * image[mask]).round().astype(np.uint8)
+
+
+def overlay_parts(image: np.ndarray, iuv_full: np.ndarray, alpha: float = 0.7) -> np.ndarray:
+    """The image with every pixel of a part painted in its part colour."""
+    out = image.copy()
+    labels = iuv_full[..., 0]
+    _blend(out, PART_COLORS[np.minimum(labels, 24)], labels > 0, alpha)
+    return out
+
+
+def marching_squares(field: np.ndarray, valid: np.ndarray, level: float) -> np.ndarray:
+    """Segments (N, 2, 2) as (row, col) pairs of the iso-line ``field == level``.
+
+    Only cells whose four corners are ``valid`` are traced. A cell crossed on four edges (a
+    saddle) is split into two segments joining consecutive crossings.
+    """
+    f = np.asarray(field, dtype=np.float64)
+    if f.shape[0] < 2 or f.shape[1] < 2:
+        return np.zeros((0, 2, 2))
+    corners = [f[:-1, :-1], f[:-1, 1:], f[1:, 1:], f[1:, :-1]]  # tl, tr, br, bl
+    pos = [(0.0, 0.0), (0.0, 1.0), (1.0, 1.0), (1.0, 0.0)]
+    ok = valid[:-1, :-1] & valid[:-1, 1:] & valid[1:, 1:] & valid[1:, :-1]
+    rows, cols = np.meshgrid(np.arange(f.shape[0] - 1), np.arange(f.shape[1] - 1), indexing="ij")
+    points, crosses = [], []
+    for e in range(4):
+        a, b = corners[e], corners[(e + 1) % 4]
+        pa, pb = pos[e], pos[(e + 1) % 4]
+        cross = ((a - level) * (b - level) < 0) & ok
+        t = np.where(cross, (level - a) / np.where(b - a == 0, 1, b - a), 0.0)
+        r = rows + pa[0] + t * (pb[0] - pa[0])
+        c = cols + pa[1] + t * (pb[1] - pa[1])
+        points.append(np.stack([r, c], -1))
+        crosses.append(cross)
+    cross = np.stack(crosses, -1)  # (H-1, W-1, 4)
+    pts = np.stack(points, -2)  # (H-1, W-1, 4, 2)
+    count = cross.sum(-1)
+    segments = []
+    for n_cross, pairs in ((2, 1), (4, 2)):
+        sel = count == n_cross
+        if not sel.any():
+            continue
+        cell_pts = pts[sel]  # (M, 4, 2)
+        order = np.argsort(~cross[sel], axis=1, kind="stable")[:, : 2 * pairs]
+        chosen = np.take_along_axis(cell_pts, order[..., None], axis=1)
+        segments.append(chosen.reshape(-1, 2, 2))
+    return np.concatenate(segments) if segments else np.zeros((0, 2, 2))
+
+
+def _contours_pil(canvas: Any, box: Sequence[int], chart: np.ndarray) -> None:
+    """Iso-U and iso-V lines per part (levels 0, 1/9, …, 1) drawn with Pillow."""
+    from PIL import ImageDraw
+
+    draw = ImageDraw.Draw(canvas)
+    x, y, w, h = (int(v) for v in box)
+    labels = chart[0]
+    levels = np.linspace(0, 1, NUM_LEVELS)
+    colors = colormap(levels)
+    sx = w / max(chart.shape[2] - 1, 1)
+    sy = h / max(chart.shape[1] - 1, 1)
+    for part in np.unique(labels[labels > 0]):
+        valid = labels == part
+        for channel in (1, 2):
+            field = chart[channel].astype(np.float64) / 255.0
+            for level, color in zip(levels, colors, strict=True):
+                for (r0, c0), (r1, c1) in marching_squares(field, valid, level):
+                    draw.line(
+                        [(x + c0 * sx, y + r0 * sy), (x + c1 * sx, y + r1 * sy)],
+                        fill=tuple(int(v) for v in color), width=1,
+                    )
+
+
+def _contours_matplotlib(
+    image: np.ndarray, boxes_xywh: np.ndarray, charts: Sequence[np.ndarray]
+) -> np.ndarray:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    height, width = image.shape[:2]
+    dpi = 100
+    fig = plt.figure(figsize=(width / dpi, height / dpi), dpi=dpi)
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.imshow(image, interpolation="nearest")
+    for box, chart in zip(boxes_xywh, charts, strict=True):
+        x, y, w, h = (int(v) for v in box)
+        fg = chart[0] > 0
+        if fg.sum() < 4 or min(chart.shape[1:]) < 2:
+            continue
+        extent = (x, x + w, y, y + h)
+        for channel in (1, 2):
+            field = np.ma.masked_where(~fg, chart[channel].astype(np.float64) / 255.0)
+            ax.contour(field, NUM_LEVELS, extent=extent, origin="upper", linewidths=0.8)
+    ax.set_xlim(0, width)
+    ax.set_ylim(height, 0)
+    ax.axis("off")
+    fig.canvas.draw()
+    rgba = np.asarray(fig.canvas.buffer_rgba())
+    plt.close(fig)
+    return np.array(rgba[..., :3])
+
+
+def _has_matplotlib() -> bool:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def draw_prediction(
+    image: np.ndarray,
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    iuvs: Sequence[np.ndarray],
+    min_score: float = 0.8,
+    use_matplotlib: bool | None = None,
+) -> np.ndarray:
+    """Boxes, part colours and U/V contours of detections with score > ``min_score``."""
+    from PIL import Image, ImageDraw
+
+    keep = [k for k in range(len(scores)) if float(scores[k]) > min_score]
+    boxes = np.asarray(boxes).reshape(-1, 4)[keep]
+    kept_scores = np.asarray(scores)[keep]
+    charts = [iuvs[k] for k in keep]
+    full = iuv_image(image.shape[:2], boxes, charts, kept_scores)
+    out = overlay_parts(image, full)
+    xywh = detection_boxes_xywh(boxes)
+    if use_matplotlib is None:
+        use_matplotlib = _has_matplotlib()
+    if use_matplotlib:
+        out = _contours_matplotlib(out, xywh, charts)
+        canvas = Image.fromarray(out)
+    else:
+        canvas = Image.fromarray(out)
+        for box, chart in zip(xywh, charts, strict=True):
+            _contours_pil(canvas, box, chart)
+    draw = ImageDraw.Draw(canvas)
+    for (x0, y0, x1, y1), score in zip(boxes.tolist(), kept_scores.tolist(), strict=True):
+        draw.rectangle([x0, y0, x1, y1], outline=(255, 64, 64), width=1)
+        draw.text((x0 + 2, y0 + 1), f"{score:.2f}", fill=(255, 64, 64))
+    return np.asarray(canvas)
+
+
+def draw_ground_truth(image: np.ndarray, record: Any) -> np.ndarray:
+    """Boxes, coarse part masks and annotated points (coloured by part) of an ImageRecord."""
+    from PIL import Image, ImageDraw
+
+    out = image.copy()
+    height, width = image.shape[:2]
+    for ann in record.annotations:
+        dp = ann.densepose
+        if dp is None or dp.masks is None:
+            continue
+        x, y, w, h = ann.bbox_xywh
+        region = _paste_region((int(x), int(y), max(int(w), 1), max(int(h), 1)), (height, width))
+        if region is None:
+            continue
+        ys, xs, _, _ = region
+        rows = ((np.arange(ys.start, ys.stop) - y) * 256.0 / max(h, 1e-6)).astype(int)
+        cols = ((np.arange(xs.start, xs.stop) - x) * 256.0 / max(w, 1e-6)).astype(int)
+        coarse = np.asarray(dp.masks)[np.clip(rows, 0, 255)][:, np.clip(cols, 0, 255)]
+        view = out[ys, xs]
+        _blend(view, colormap(coarse / 14.0), coarse > 0, 0.5)
+        out[ys, xs] = view
+    canvas = Image.fromarray(out)
+    draw = ImageDraw.Draw(canvas)
+    for ann in record.annotations:
+        x, y, w, h = ann.bbox_xywh
+        draw.rectangle([x, y, x + w, y + h], outline=(64, 255, 64), width=1)
+        dp = ann.densepose
+        if dp is None:
+            continue
+        px = x + np.asarray(dp.x) * w / 256.0
+        py = y + np.asarray(dp.y) * h / 256.0
+        for xi, yi, part in zip(px, py, np.asarray(dp.i), strict=True):
+            color = tuple(int(c) for c in PART_COLORS[int(part)])
+            draw.ellipse([xi - 1.5, yi - 1.5, xi + 1.5, yi + 1.5], fill=color)
+    return np.asarray(canvas)
+
+
+def side_by_side(left: np.ndarray, right: np.ndarray, titles: tuple[str, str]) -> np.ndarray:
+    """Two images next to each other with a title strip above each."""
+    from PIL import Image, ImageDraw
+
+    strip = 14
+    h = max(left.shape[0], right.shape[0]) + strip
+    canvas = Image.new("RGB", (left.shape[1] + right.shape[1] + 4, h), (255, 255, 255))
+    canvas.paste(Image.fromarray(left), (0, strip))
+    canvas.paste(Image.fromarray(right), (left.shape[1] + 4, strip))
+    draw = ImageDraw.Draw(canvas)
+    draw.text((2, 1), titles[0], fill=(0, 0, 0))
+    draw.text((left.shape[1] + 6, 1), titles[1], fill=(0, 0, 0))
+    return np.asarray(canvas)

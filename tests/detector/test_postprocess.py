@@ -1,0 +1,90 @@
+"""Charts from DensePose outputs (spec/model.md (h)) and the results JSON."""
+
+from __future__ import annotations
+
+import base64
+import json
+import zlib
+
+import numpy as np
+import pytest
+import torch
+
+from fnl_detector.postprocess import (
+    chart_boxes_xywh,
+    densepose_to_charts,
+    densepose_to_iuv,
+    iuv_to_mask,
+)
+from fnl_detector.results import encode_iuv, to_coco_results
+
+
+def outputs(n: int, s: int = 8, k: int = 15):
+    """Coarse: fg on the left half; fine: chart 3 everywhere; U = 0.5, V = 2 (clamped)."""
+    coarse = torch.zeros(n, k, s, s)
+    coarse[:, 0, :, s // 2 :] = 5.0
+    coarse[:, k - 1, :, : s // 2] = 5.0
+    fine = torch.zeros(n, 25, s, s)
+    fine[:, 3] = 4.0
+    u = torch.zeros(n, 25, s, s)
+    u[:, 3] = 0.5
+    v = torch.full((n, 25, s, s), -1.0)
+    v[:, 3] = 2.0
+    return {"coarse_segm": coarse, "fine_segm": fine, "u": u, "v": v}
+
+
+def test_box_truncation_rules():
+    boxes = torch.tensor([[10.7, 20.2, 30.6, 20.5], [-0.5, 1.9, 5.0, 9.99]])
+    assert chart_boxes_xywh(boxes).tolist() == [[10, 20, 19, 1], [0, 1, 5, 8]]
+
+
+def test_iuv_values_and_shapes():
+    boxes = torch.tensor([[0.0, 0.0, 16.0, 8.0], [5.0, 5.0, 6.5, 5.2]])
+    iuv = densepose_to_iuv(boxes, outputs(2))
+    assert [a.shape for a in iuv] == [(3, 8, 16), (3, 1, 1)]
+    a = iuv[0]
+    assert a.dtype == np.uint8
+    assert (a[0, :, :7] == 3).all() and (a[0, :, 9:] == 0).all()
+    assert (a[1, :, :7] == 127).all()  # 0.5 * 255 = 127.5, truncated
+    assert (a[2, :, :7] == 255).all()  # 2 * 255 clamped
+    assert (a[1:, :, 9:] == 0).all()  # background: U = V = 0
+    labels, uv = densepose_to_charts(boxes, outputs(2))[0]
+    assert labels.dtype == torch.int64 and uv.shape == (2, 8, 16)
+    assert uv[0, 0, 0].item() == pytest.approx(0.5)
+
+
+def test_two_channel_coarse_and_mismatch():
+    boxes = torch.tensor([[0.0, 0.0, 4.0, 4.0]])
+    out = outputs(1, k=2)
+    out["coarse_segm"][:, 1, :, :4] = 6.0
+    assert densepose_to_iuv(boxes, out)[0][0, 0, 0] == 3
+    with pytest.raises(ValueError, match="2 boxes"):
+        densepose_to_iuv(torch.zeros(2, 4), outputs(1))
+
+
+def test_mask_paste_is_clipped():
+    iuv = np.zeros((3, 4, 4), np.uint8)
+    iuv[0, 1:, 1:] = 5
+    mask = iuv_to_mask(iuv, (-1, 2, 4, 4), (5, 5))
+    assert mask.sum() == 2 * 3 and mask[3:, 0:3].all()
+
+
+def test_results_json():
+    boxes = torch.tensor([[1.5, 2.0, 17.5, 10.0]])
+    pred = {
+        "boxes": boxes,
+        "scores": torch.tensor([0.75]),
+        "labels": torch.tensor([1]),
+        "densepose": outputs(1),
+    }
+    res = to_coco_results(7, pred)
+    assert len(res) == 1
+    r = json.loads(json.dumps(res[0]))
+    assert r["image_id"] == 7 and r["category_id"] == 1 and r["score"] == 0.75
+    assert r["bbox"] == [1.5, 2.0, 16.0, 8.0]
+    assert r["densepose"]["uv_shape"] == [3, 8, 16]
+    raw = zlib.decompress(base64.b64decode(r["densepose"]["uv_data"]))
+    arr = np.frombuffer(raw, np.uint8).reshape(3, 8, 16)
+    assert np.array_equal(arr, densepose_to_iuv(boxes, outputs(1))[0])
+    with pytest.raises(ValueError, match="uint8"):
+        encode_iuv(np.zeros((3, 2, 2), np.float32))
