@@ -85,6 +85,21 @@ def test_resnet50_body(build):
     assert _shapes(out)["c5"] == (1, 2048, 1, 1)
 
 
+def test_stride_in_1x1_moves_resnet_downsampling(build):
+    msra = build(model_name="resnet26", stride_in_1x1=True)
+    plain = build(model_name="resnet26")
+    block = msra.body.layer2[0]
+    assert block.conv1.stride == (2, 2) and block.conv2.stride == (1, 1)
+    assert plain.body.layer2[0].conv2.stride == (2, 2)
+    assert msra.output_shape() == plain.output_shape()
+    assert count_parameters(msra) == count_parameters(plain)
+    with torch.inference_mode():
+        out = msra.eval()(torch.randn(1, 3, 64, 64))
+    assert _shapes(out)["c3"] == (1, 512, 8, 8)
+    with pytest.raises(ValueError, match="needs a ResNet"):
+        build(model_name="tf_mobilenetv3_small_minimal_100", stride_in_1x1=True)
+
+
 def test_prune_feature_model_and_keep_option(build):
     name = "tf_mobilenetv3_small_minimal_100"
     pruned = build(model_name=name, out_indices=[1, 2])

@@ -24,8 +24,17 @@ from fnl_detector.train.schedule import WarmupStepSchedule
 
 
 def _config(**kw) -> TrainConfig:
-    base = dict(iters=8, batch_size=4, lr=0.05, steps=(6,), warmup_iters=2, log_period=2,
-                checkpoint_period=100, device="cpu", seed=3)
+    base = dict(
+        iters=8,
+        batch_size=4,
+        lr=0.05,
+        steps=(6,),
+        warmup_iters=2,
+        log_period=2,
+        checkpoint_period=100,
+        device="cpu",
+        seed=3,
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -36,8 +45,14 @@ def _fake(**kw) -> FakeDetector:
 
 
 def _trainer(tmp_path, config=None, model=None, resume=False, data=None) -> Trainer:
-    return Trainer(config or _config(), data or FakeDataset(), tmp_path / "run",
-                   model=model or _fake(), resume=resume, progress=False)
+    return Trainer(
+        config or _config(),
+        data or FakeDataset(),
+        tmp_path / "run",
+        model=model or _fake(),
+        resume=resume,
+        progress=False,
+    )
 
 
 def test_schedule_warmup_and_steps():
@@ -73,8 +88,9 @@ def test_no_weight_decay_on_norm_params():
 
 def test_data_order_is_deterministic_and_split_between_ranks():
     one = DeterministicBatchSampler(10, 4, iters=6, seed=1)
-    ranks = [DeterministicBatchSampler(10, 4, iters=6, seed=1, rank=r, world_size=2)
-             for r in range(2)]
+    ranks = [
+        DeterministicBatchSampler(10, 4, iters=6, seed=1, rank=r, world_size=2) for r in range(2)
+    ]
     for it in range(6):
         assert one.batch(it) == ranks[0].batch(it) + ranks[1].batch(it)
     assert list(DeterministicBatchSampler(10, 4, 6, seed=1, start_iter=3)) == list(one)[3:]
@@ -109,8 +125,9 @@ def test_resume_gives_the_same_weights(tmp_path):
     trainer = _trainer(tmp_path / "b", model=resumed, resume=True)
     assert trainer.start_iter == 5
     trainer.train()
-    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values(),
-                            strict=True):
+    for (name, a), b in zip(
+        straight.state_dict().items(), resumed.state_dict().values(), strict=True
+    ):
         assert torch.equal(a, b), name
     state = load_state(tmp_path / "b" / "run" / "checkpoints" / "iter_0000008" / STATE_FILE)
     assert state["data"]["next_sample"] == 8 * 4 and state["iteration"] == 8
@@ -148,10 +165,15 @@ def test_nan_loss_stops_with_term_and_iteration(tmp_path):
 def test_gradient_clipping_bounds_the_update(tmp_path):
     model = FakeDetector()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    cfg = _config(iters=1, lr=1.0, warmup_iters=0, momentum=0.0, weight_decay=0.0,
-                  clip_grad_norm=1e-3)
+    cfg = _config(
+        iters=1, lr=1.0, warmup_iters=0, momentum=0.0, weight_decay=0.0, clip_grad_norm=1e-3
+    )
     _trainer(tmp_path, cfg, model=model).train()
-    delta = torch.sqrt(sum(((model.state_dict()[k] - v).float() ** 2).sum()
-                           for k, v in before.items() if v.is_floating_point()
-                           and "running" not in k))
+    delta = torch.sqrt(
+        sum(
+            ((model.state_dict()[k] - v).float() ** 2).sum()
+            for k, v in before.items()
+            if v.is_floating_point() and "running" not in k
+        )
+    )
     assert float(delta) <= 1e-3 + 1e-6

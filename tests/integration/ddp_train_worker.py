@@ -15,10 +15,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "detector"))
 
-from train_fakes import FakeDataset, FakeDetector  # noqa: E402
+from train_fakes import FakeDataset, FakeDetector
 
-from fnl_detector.train.config import TrainConfig  # noqa: E402
-from fnl_detector.train.loop import Trainer  # noqa: E402
+from fnl_detector.train.config import TrainConfig
+from fnl_detector.train.loop import Trainer
 
 
 def main() -> None:
@@ -27,15 +27,27 @@ def main() -> None:
     torch.manual_seed(0)
     model = FakeDetector()
     initial = {k: v.clone() for k, v in model.state_dict().items()}
-    config = TrainConfig(iters=4, batch_size=4, lr=0.1, steps=(3,), warmup_iters=1, log_period=1,
-                         checkpoint_period=2, device="cpu", seed=5)
+    config = TrainConfig(
+        iters=4,
+        batch_size=4,
+        lr=0.1,
+        steps=(3,),
+        warmup_iters=1,
+        log_period=1,
+        checkpoint_period=2,
+        device="cpu",
+        seed=5,
+    )
     trainer = Trainer(config, FakeDataset(), run_dir, model=model, progress=False)
     assert trainer.dist.world_size == 2 and trainer.ddp_model is not trainer.model
     summary = trainer.train()
     check_dir.mkdir(parents=True, exist_ok=True)
     torch.save(
-        {"initial": initial, "final": trainer.model.state_dict(), "iterations": summary["iterations"],
-         "local_batch": [len(trainer.records)]},
+        {
+            "initial": initial,
+            "final": trainer.model.state_dict(),
+            "iterations": summary["iterations"],
+        },
         check_dir / f"rank{rank}.pt",
     )
 

@@ -29,8 +29,12 @@ TINY = [
 def toy(tmp_path_factory):
     cache = tmp_path_factory.mktemp("cache")
     config = registry.get(groups.DATASETS, "toy")(
-        num_images={"train": 4, "val": 2}, width=160, height=128, max_people=2,
-        points_per_person=30, cache_dir=str(cache),
+        num_images={"train": 4, "val": 2},
+        width=160,
+        height=128,
+        max_people=2,
+        points_per_person=30,
+        cache_dir=str(cache),
     )
     return config, cache
 
@@ -40,10 +44,20 @@ def test_training_reduces_the_loss_on_a_tiny_toy_split(toy, tmp_path):
     config, _ = toy
     train = config.build(split="train")
     train.records = train.records[:2]  # the same two images every step: must be fitted
-    cfg = TrainConfig(iters=12, batch_size=2, lr=0.01, warmup_iters=2, steps=(100,),
-                      clip_grad_norm=10.0, log_period=3, device="cpu", seed=0)
-    Trainer(cfg, train, tmp_path, spec=load_spec("mobile_parsing_rcnn_b", TINY),
-            progress=False).train()
+    cfg = TrainConfig(
+        iters=12,
+        batch_size=2,
+        lr=0.01,
+        warmup_iters=2,
+        steps=(100,),
+        clip_grad_norm=10.0,
+        log_period=3,
+        device="cpu",
+        seed=0,
+    )
+    Trainer(
+        cfg, train, tmp_path, spec=load_spec("mobile_parsing_rcnn_b", TINY), progress=False
+    ).train()
     lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     losses = [r["total_loss"] for r in lines if "total_loss" in r]
     assert losses[-1] < 0.7 * losses[0], losses
@@ -53,14 +67,45 @@ def test_training_reduces_the_loss_on_a_tiny_toy_split(toy, tmp_path):
 def test_cli_train_then_predict(toy, tmp_path, monkeypatch):
     _, cache = toy
     run = tmp_path / "run"
-    data = ['num_images={"train": 4, "val": 2}', "width=160", "height=128", "max_people=2",
-            "points_per_person=30", f"cache_dir={cache}"]
-    rc = fnl(["train", "mobile_parsing_rcnn_b", "--data", "toy", "--out", str(run),
-              "--iters", "2", "--batch-size", "2", "--lr", "0.001", "--no-progress",
-              "--data-set", *data, "--set", *TINY, "train.log_period=1"])
+    data = [
+        'num_images={"train": 4, "val": 2}',
+        "width=160",
+        "height=128",
+        "max_people=2",
+        "points_per_person=30",
+        f"cache_dir={cache}",
+    ]
+    rc = fnl(
+        [
+            "train",
+            "mobile_parsing_rcnn_b",
+            "--data",
+            "toy",
+            "--out",
+            str(run),
+            "--iters",
+            "2",
+            "--batch-size",
+            "2",
+            "--lr",
+            "0.001",
+            "--no-progress",
+            "--data-set",
+            *data,
+            "--set",
+            *TINY,
+            "train.log_period=1",
+        ]
+    )
     assert rc == 0
-    for name in ("model.safetensors", "spec.json", "metrics.jsonl", "metrics_eval.json",
-                 "loss_curve.png", "checkpoints/last_checkpoint"):
+    for name in (
+        "model.safetensors",
+        "spec.json",
+        "metrics.jsonl",
+        "metrics_eval.json",
+        "loss_curve.png",
+        "checkpoints/last_checkpoint",
+    ):
         assert (run / name).exists(), name
     final = json.loads((run / "metrics_eval.json").read_text())["final"]
     assert {"bbox", "gps", "gpsm"} <= set(final) and final["iteration"] == 2
@@ -71,8 +116,18 @@ def test_cli_train_then_predict(toy, tmp_path, monkeypatch):
     for name in ("b.png", "a.jpg"):
         Image.fromarray(rng.integers(0, 255, (96, 120, 3), dtype=np.uint8)).save(images / name)
     out = tmp_path / "pred"
-    rc = fnl(["predict", str(images), "--weights", str(run / "model.safetensors"),
-              "--out", str(out), "--min-score", "0.0"])
+    rc = fnl(
+        [
+            "predict",
+            str(images),
+            "--weights",
+            str(run / "model.safetensors"),
+            "--out",
+            str(out),
+            "--min-score",
+            "0.0",
+        ]
+    )
     assert rc == 0
     index = json.loads((out / "images.json").read_text())
     assert [entry["file_name"].rsplit("/", 1)[-1] for entry in index] == ["a.jpg", "b.png"]
@@ -85,11 +140,21 @@ def test_cli_train_then_predict(toy, tmp_path, monkeypatch):
 
 def test_truncated_weights_give_a_clear_cli_error(tmp_path, capsys):
     bad = tmp_path / "model.safetensors"
-    bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\":")
+    bad.write_bytes(b'\x10\x00\x00\x00\x00\x00\x00\x00{"a":')
     image = tmp_path / "x.png"
     Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(image)
-    rc = fnl(["predict", str(image), "--weights", str(bad), "--spec", "mobile_parsing_rcnn_b",
-              "--out", str(tmp_path / "o")])
+    rc = fnl(
+        [
+            "predict",
+            str(image),
+            "--weights",
+            str(bad),
+            "--spec",
+            "mobile_parsing_rcnn_b",
+            "--out",
+            str(tmp_path / "o"),
+        ]
+    )
     assert rc == 2
     err = capsys.readouterr().err
     assert str(bad) in err and "truncated or corrupt" in err
@@ -99,11 +164,16 @@ def test_resume_continues_the_schedule_with_the_real_detector(toy, tmp_path):
     config, _ = toy
     train = config.build(split="train")
     spec = load_spec("mobile_parsing_rcnn_b", TINY)
-    cfg = TrainConfig(iters=2, batch_size=1, lr=0.001, warmup_iters=1, steps=(1,),
-                      device="cpu", seed=0)
+    cfg = TrainConfig(
+        iters=2, batch_size=1, lr=0.001, warmup_iters=1, steps=(1,), device="cpu", seed=0
+    )
     Trainer(cfg, train, tmp_path, spec=spec, progress=False).train(stop_at=1)
     trainer = Trainer(cfg, train, tmp_path, spec=spec, progress=False, resume=True)
     assert trainer.start_iter == 1 and trainer.schedule.lr(1) == pytest.approx(1e-4)
     assert trainer.train()["iterations"] == 2
-    assert torch.load(tmp_path / "checkpoints" / "iter_0000002" / "trainer_state.pt",
-                      weights_only=True)["iteration"] == 2
+    assert (
+        torch.load(
+            tmp_path / "checkpoints" / "iter_0000002" / "trainer_state.pt", weights_only=True
+        )["iteration"]
+        == 2
+    )

@@ -147,7 +147,8 @@ def _contours_pil(canvas: Any, box: Sequence[int], chart: np.ndarray) -> None:
                 for (r0, c0), (r1, c1) in marching_squares(field, valid, level):
                     draw.line(
                         [(x + c0 * sx, y + r0 * sy), (x + c1 * sx, y + r1 * sy)],
-                        fill=tuple(int(v) for v in color), width=1,
+                        fill=tuple(int(v) for v in color),
+                        width=1,
                     )
 
 

@@ -18,8 +18,9 @@ from fnl_core.command import Command
 
 
 def _configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--minutes", type=float, default=4.0,
-                        help="training time budget in minutes (default 4)")
+    parser.add_argument(
+        "--minutes", type=float, default=4.0, help="training time budget in minutes (default 4)"
+    )
     parser.add_argument("--out", default="fnl-demo", help="output folder (default ./fnl-demo)")
     parser.add_argument("--train-images", type=int, default=300)
     parser.add_argument("--val-images", type=int, default=30)
@@ -70,8 +71,9 @@ def write_gallery(model: Any, dataset: Any, out_path: Path, device: Any, count: 
         right = draw_ground_truth(image, record)
         rows.append(side_by_side(left, right, ("prediction (score > 0.5)", "ground truth")))
     width = max(r.shape[1] for r in rows)
-    padded = [np.pad(r, ((0, 4), (0, width - r.shape[1]), (0, 0)), constant_values=255)
-              for r in rows]
+    padded = [
+        np.pad(r, ((0, 4), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows
+    ]
     Image.fromarray(np.concatenate(padded)).save(out_path)
 
 
@@ -95,13 +97,27 @@ def _run(args: argparse.Namespace) -> int:
 
     spec = load_spec("mobile_parsing_rcnn_b", TOY_CPU_SPEC_OVERRIDES)
     config = TrainConfig.scaled(
-        100_000, **{**TOY_CPU_TRAIN_OPTIONS, "max_minutes": args.minutes,
-                    "seed": args.seed, "device": args.device},
+        100_000,
+        **{
+            **TOY_CPU_TRAIN_OPTIONS,
+            "max_minutes": args.minutes,
+            "seed": args.seed,
+            "device": args.device,
+        },
     )
-    print(f"training mobile_parsing_rcnn_b from scratch for {args.minutes:g} min "
-          f"(batch {config.batch_size}, lr {config.lr}, {config.device})...")
-    trainer = Trainer(config, train_set, out, spec=spec, eval_set=val_set, surface="toy",
-                      progress=not args.no_progress)
+    print(
+        f"training mobile_parsing_rcnn_b from scratch for {args.minutes:g} min "
+        f"(batch {config.batch_size}, lr {config.lr}, {config.device})..."
+    )
+    trainer = Trainer(
+        config,
+        train_set,
+        out,
+        spec=spec,
+        eval_set=val_set,
+        surface="toy",
+        progress=not args.no_progress,
+    )
     summary = trainer.train()
     model = trainer.model
     device = select_device(args.device)
@@ -126,14 +142,20 @@ def _run(args: argparse.Namespace) -> int:
     }
     (out / "demo_summary.json").write_text(json.dumps(row, indent=2))
     print()
-    print(f"{'model':24s} {'params':>10s} {'size MB':>8s} {'latency ms':>11s} "
-          f"{'box AP':>7s} {'GPS AP':>7s} {'GPSm AP':>8s}")
-    print(f"{'mobile_parsing_rcnn_b':24s} {params:>10,d} {row['size_mb']:>8.1f} "
-          f"{latency:>11.0f} {row['box_AP']:>7.1f} {row['gps_AP']:>7.1f} {row['gpsm_AP']:>8.1f}")
-    print(f"\n{summary['iterations']} iterations in {row['train_minutes']:.1f} min; "
-          f"latency at {TOY_CPU_SPEC_OVERRIDES[3].split('=')[1]} px short side, "
-          f"{row['threads']} threads. Files in {out}: predictions.png, loss_curve.png, "
-          "metrics.jsonl, metrics_eval.json, model.safetensors")
+    print(
+        f"{'model':24s} {'params':>10s} {'size MB':>8s} {'latency ms':>11s} "
+        f"{'box AP':>7s} {'GPS AP':>7s} {'GPSm AP':>8s}"
+    )
+    print(
+        f"{'mobile_parsing_rcnn_b':24s} {params:>10,d} {row['size_mb']:>8.1f} "
+        f"{latency:>11.0f} {row['box_AP']:>7.1f} {row['gps_AP']:>7.1f} {row['gpsm_AP']:>8.1f}"
+    )
+    print(
+        f"\n{summary['iterations']} iterations in {row['train_minutes']:.1f} min; "
+        f"latency at {TOY_CPU_SPEC_OVERRIDES[3].split('=')[1]} px short side, "
+        f"{row['threads']} threads. Files in {out}: predictions.png, loss_curve.png, "
+        "metrics.jsonl, metrics_eval.json, model.safetensors"
+    )
     return 0
 
 

@@ -59,11 +59,22 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", required=True, help="model.safetensors")
     parser.add_argument("--spec", help="spec file or preset (default: spec.json of the run)")
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--min-score", type=float, default=0.8,
-                        help="pictures and IUV rasters keep detections above this (default 0.8)")
+    parser.add_argument(
+        "--min-score",
+        type=float,
+        default=0.8,
+        help="pictures and IUV rasters keep detections above this (default 0.8)",
+    )
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    parser.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[],
-                        metavar="KEY=VALUE", help="spec overrides, e.g. input.min_size_test=512")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="KEY=VALUE",
+        help="spec overrides, e.g. input.min_size_test=512",
+    )
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -89,25 +100,37 @@ def _run(args: argparse.Namespace) -> int:
             image = np.asarray(img.convert("RGB"))
         with torch.inference_mode():
             pred = model([image_tensor(image, device)])[0]
-        pred = {k: (v.cpu() if isinstance(v, torch.Tensor) else
-                    {kk: vv.cpu() for kk, vv in v.items()}) for k, v in pred.items()}
+        pred = {
+            k: (v.cpu() if isinstance(v, torch.Tensor) else {kk: vv.cpu() for kk, vv in v.items()})
+            for k, v in pred.items()
+        }
         boxes, scores = pred["boxes"], pred["scores"]
         iuvs = densepose_to_iuv(boxes, pred["densepose"]) if len(boxes) else []
         keep = [k for k in range(len(scores)) if float(scores[k]) > args.min_score]
-        full = iuv_image(image.shape[:2], boxes.numpy()[keep], [iuvs[k] for k in keep],
-                         scores.numpy()[keep])
+        full = iuv_image(
+            image.shape[:2], boxes.numpy()[keep], [iuvs[k] for k in keep], scores.numpy()[keep]
+        )
         stem = path.stem
         Image.fromarray(full).save(out_dir / f"{stem}_iuv.png")
         vis = draw_prediction(image, boxes.numpy(), scores.numpy(), iuvs, args.min_score)
         Image.fromarray(vis).save(out_dir / f"{stem}_densepose.png")
         results.extend(to_coco_results(image_id, pred))
-        index.append({"id": image_id, "file_name": str(path), "height": image.shape[0],
-                      "width": image.shape[1], "detections": len(keep)})
+        index.append(
+            {
+                "id": image_id,
+                "file_name": str(path),
+                "height": image.shape[0],
+                "width": image.shape[1],
+                "detections": len(keep),
+            }
+        )
         print(f"{path}: {len(boxes)} detections, {len(keep)} above {args.min_score}")
     (out_dir / "results.json").write_text(json.dumps(results))
     (out_dir / "images.json").write_text(json.dumps(index, indent=2))
-    print(f"wrote {len(files)} images' pictures and IUV rasters, {len(results)} detections "
-          f"to {out_dir}")
+    print(
+        f"wrote {len(files)} images' pictures and IUV rasters, {len(results)} detections "
+        f"to {out_dir}"
+    )
     return 0
 
 

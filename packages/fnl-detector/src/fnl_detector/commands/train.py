@@ -100,8 +100,9 @@ def _run(args: argparse.Namespace) -> int:
     spec_overrides, train_options = split_overrides(args.overrides)
     spec = load_spec(args.spec, spec_overrides)
     config = train_config(args, train_options, default_iters=130_000)
-    source = parse_data(args.data, args.data_options, args.train_split, args.val_split,
-                        args.surface)
+    source = parse_data(
+        args.data, args.data_options, args.train_split, args.val_split, args.surface
+    )
     info = dist_utils.from_env()
     dist_utils.init(info, select_device(config.device, info.local_rank))
     # rank 0 generates / indexes the data first; the others then read the cached files
@@ -114,8 +115,14 @@ def _run(args: argparse.Namespace) -> int:
     if eval_set is not None and source.surface is None:
         print("fnl train: no --surface given for this dataset; GPS AP will not be computed")
     trainer = Trainer(
-        config, train_set, args.out, spec=spec, eval_set=eval_set,
-        surface=source.surface, resume=args.resume, progress=not args.no_progress,
+        config,
+        train_set,
+        args.out,
+        spec=spec,
+        eval_set=eval_set,
+        surface=source.surface,
+        resume=args.resume,
+        progress=not args.no_progress,
     )
     summary = trainer.train()
     if info.is_main:
@@ -128,14 +135,18 @@ def _run(args: argparse.Namespace) -> int:
 
 def format_eval(result: dict[str, Any]) -> str:
     """One line per metric family: AP, AP50, AP75 (percent)."""
-    lines = [f"evaluation at iteration {result.get('iteration')} "
-             f"({result.get('num_images')} images, {result.get('num_detections')} detections)"]
+    lines = [
+        f"evaluation at iteration {result.get('iteration')} "
+        f"({result.get('num_images')} images, {result.get('num_detections')} detections)"
+    ]
     for name in ("bbox", "segm", "gps", "gpsm"):
         stats = result.get(name)
         if isinstance(stats, dict):
-            lines.append(f"  {name:5s} AP {100 * stats.get('AP', 0):5.1f}  "
-                         f"AP50 {100 * stats.get('AP50', 0):5.1f}  "
-                         f"AP75 {100 * stats.get('AP75', 0):5.1f}")
+            lines.append(
+                f"  {name:5s} AP {100 * stats.get('AP', 0):5.1f}  "
+                f"AP50 {100 * stats.get('AP50', 0):5.1f}  "
+                f"AP75 {100 * stats.get('AP75', 0):5.1f}"
+            )
     return "\n".join(lines)
 
 

@@ -32,5 +32,11 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'fnl_detector.train' has no attribute {name!r}")
 
 
-__all__ = ["CheckpointError", "NonFiniteLossError", "TrainConfig", "Trainer", "WarmupStepSchedule",
-           "evaluate_model"]
+__all__ = [
+    "CheckpointError",
+    "NonFiniteLossError",
+    "TrainConfig",
+    "Trainer",
+    "WarmupStepSchedule",
+    "evaluate_model",
+]

@@ -10,7 +10,8 @@ A run directory holds::
 
 Every file is written atomically (temporary file in the same directory, fsync, ``os.replace``);
 ``last_checkpoint`` is written last, so it always names a complete pair. The trainer state only
-holds tensors, numbers, strings, lists and dicts, so it loads with ``torch.load(weights_only=True)``.
+holds tensors, numbers, strings, lists and dicts, so it loads with
+``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations

@@ -44,8 +44,10 @@ class TrainConfig(BaseModel):
     eval_at_start: bool = Field(False, description="also evaluate the untrained model")
     eval_max_images: int | None = Field(None, gt=0, description="cap on held-out images")
     max_minutes: float | None = Field(
-        None, gt=0, description="wall-clock budget: iterations are fitted to it after a short "
-        "speed measurement (the schedule is rescaled once, before warm-up ends)"
+        None,
+        gt=0,
+        description="wall-clock budget: iterations are fitted to it after a short "
+        "speed measurement (the schedule is rescaled once, before warm-up ends)",
     )
     sync_bn: bool = Field(
         False, description="convert BatchNorm layers to SyncBatchNorm when running distributed"

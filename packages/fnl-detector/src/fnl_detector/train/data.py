@@ -38,7 +38,9 @@ def record_target(record: ImageRecord) -> dict[str, Any]:
 
 
 def has_training_instances(record: ImageRecord) -> bool:
-    return any(not a.iscrowd and a.bbox_xywh[2] > 1 and a.bbox_xywh[3] > 1 for a in record.annotations)
+    return any(
+        not a.iscrowd and a.bbox_xywh[2] > 1 and a.bbox_xywh[3] > 1 for a in record.annotations
+    )
 
 
 class TrainSamples(Dataset):

@@ -37,8 +37,17 @@ CONFIG_FILE = "train_config.json"
 FINAL_WEIGHTS = "model.safetensors"
 
 #: Config fields that must not change between a run and its resumption.
-_RESUME_FIXED = ("batch_size", "lr", "momentum", "weight_decay", "weight_decay_norm", "seed",
-                 "warmup_factor", "gamma", "clip_grad_norm")
+_RESUME_FIXED = (
+    "batch_size",
+    "lr",
+    "momentum",
+    "weight_decay",
+    "weight_decay_norm",
+    "seed",
+    "warmup_factor",
+    "gamma",
+    "clip_grad_norm",
+)
 
 
 class NonFiniteLossError(FloatingPointError, ValueError):
@@ -165,8 +174,11 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule = WarmupStepSchedule.from_state_dict(state["schedule"])
         self.config = self.config.model_copy(
-            update={"iters": int(state["iters"]), "steps": self.schedule.steps,
-                    "warmup_iters": self.schedule.warmup_iters}
+            update={
+                "iters": int(state["iters"]),
+                "steps": self.schedule.steps,
+                "warmup_iters": self.schedule.warmup_iters,
+            }
         )
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
@@ -230,7 +242,8 @@ class Trainer:
         )
         loader = make_loader(TrainSamples(self.train_set, self.records), sampler, cfg.num_workers)
         writer = MetricsWriter(
-            self.run_dir, enabled=self.is_main,
+            self.run_dir,
+            enabled=self.is_main,
             resume_from=self.start_iter if self.start_iter else None,
         )
         bar = self._progress_bar()
@@ -264,13 +277,15 @@ class Trainer:
                     n = len(next(iter(window.values()), [])) or 1
                     means = {k: sum(v) / len(v) for k, v in window.items()}
                     means = dist_utils.reduce_mean(means, self.device)
-                    writer.write({
-                        "iteration": it,
-                        "lr": self.schedule.lr(it - 1),
-                        **means,
-                        "time_per_iter": (now - t_window) / n,
-                        "data_time": data_time / n,
-                    })
+                    writer.write(
+                        {
+                            "iteration": it,
+                            "lr": self.schedule.lr(it - 1),
+                            **means,
+                            "time_per_iter": (now - t_window) / n,
+                            "data_time": data_time / n,
+                        }
+                    )
                     window.clear()
                     t_window, data_time = time.perf_counter(), 0.0
                 if it % cfg.checkpoint_period == 0 and it < self.config.iters:
@@ -284,8 +299,13 @@ class Trainer:
         self.save_checkpoint(it)
         if it < self.config.iters:
             writer.close()
-            return {"iterations": it, "train_seconds": self.train_seconds,
-                    "last_losses": last, "eval": None, "stopped": True}
+            return {
+                "iterations": it,
+                "train_seconds": self.train_seconds,
+                "last_losses": last,
+                "eval": None,
+                "stopped": True,
+            }
         if self.is_main:
             save_weights(self.model, self.run_dir / FINAL_WEIGHTS, {"iteration": str(it)})
         final = self._evaluate(it, writer) if self.eval_set is not None else None
@@ -293,15 +313,21 @@ class Trainer:
         if self.is_main:
             plot_loss_curve(writer.path, self.run_dir / CURVE_FILE)
         dist_utils.barrier()
-        return {"iterations": it, "train_seconds": self.train_seconds, "last_losses": last,
-                "eval": final, "stopped": False}
+        return {
+            "iterations": it,
+            "train_seconds": self.train_seconds,
+            "last_losses": last,
+            "eval": final,
+            "stopped": False,
+        }
 
     def _step(self, it: int, images: list[torch.Tensor], targets: list[dict]) -> dict[str, float]:
         images = [im.to(self.device, non_blocking=True).float() for im in images]
         targets = [_to_device(t, self.device) for t in targets]
         self.schedule.apply(self.optimizer, it)
-        with torch.autocast(device_type=self.device.type, dtype=torch.float16,
-                            enabled=self.use_amp):
+        with torch.autocast(
+            device_type=self.device.type, dtype=torch.float16, enabled=self.use_amp
+        ):
             loss_dict = self.ddp_model(images, targets)
         values = torch.stack([v.detach().float().reshape(()) for v in loss_dict.values()])
         if not dist_utils.all_finite(values):
@@ -326,8 +352,11 @@ class Trainer:
 
     @staticmethod
     def _nonfinite_message(it: int, loss_dict: dict[str, torch.Tensor]) -> str:
-        bad = {k: float(v.detach()) for k, v in loss_dict.items()
-               if not math.isfinite(float(v.detach()))}
+        bad = {
+            k: float(v.detach())
+            for k, v in loss_dict.items()
+            if not math.isfinite(float(v.detach()))
+        }
         if not bad:
             return f"a loss became non-finite on another process at iteration {it}; stopping"
         terms = ", ".join(f"{k} = {v}" for k, v in bad.items())
@@ -353,8 +382,13 @@ class Trainer:
         base = self.config
         frac = [s / base.iters for s in base.steps]
         steps = tuple(max(it + 1, round(f * target)) for f in frac)
-        self.config = base.model_copy(update={"iters": target, "steps": steps,
-                                             "warmup_iters": min(base.warmup_iters, target // 10)})
+        self.config = base.model_copy(
+            update={
+                "iters": target,
+                "steps": steps,
+                "warmup_iters": min(base.warmup_iters, target // 10),
+            }
+        )
         self.schedule = self._schedule_of(self.config)
         if bar is not None:
             bar.total = target
@@ -365,24 +399,31 @@ class Trainer:
             return None
         from tqdm.auto import tqdm
 
-        return tqdm(total=self.config.iters, initial=self.start_iter, desc="train",
-                    unit="it", dynamic_ncols=True)
+        return tqdm(
+            total=self.config.iters,
+            initial=self.start_iter,
+            desc="train",
+            unit="it",
+            dynamic_ncols=True,
+        )
 
     def _evaluate(self, it: int, writer: MetricsWriter) -> dict[str, Any] | None:
         if self.eval_set is None:
             return None
         result = None
         if self.is_main:
-            from fnl_detector.train.evaluate import evaluate_model, flatten
-
-            from fnl_detector.train.evaluate import build_evaluator
+            from fnl_detector.train.evaluate import build_evaluator, evaluate_model, flatten
 
             t0 = time.perf_counter()
             if self._evaluator is None:
                 self._evaluator = build_evaluator(self.surface)
             metrics = evaluate_model(
-                self.model, self.eval_set, self.device, self.surface,
-                self.run_dir / "eval", max_images=self.config.eval_max_images,
+                self.model,
+                self.eval_set,
+                self.device,
+                self.surface,
+                self.run_dir / "eval",
+                max_images=self.config.eval_max_images,
                 evaluator=self._evaluator,
             )
             result = {"iteration": it, "eval_seconds": time.perf_counter() - t0, **metrics}
@@ -398,9 +439,17 @@ def _to_device(target: dict[str, Any], device: torch.device) -> dict[str, Any]:
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in target.items()}
 
 
-_SHORT = {"total_loss": "loss", "loss_rpn_cls": "rpn", "loss_rpn_loc": "rpn_loc",
-          "loss_box_cls": "cls", "loss_box_reg": "reg", "loss_densepose_I": "I",
-          "loss_densepose_U": "U", "loss_densepose_V": "V", "loss_densepose_S": "S"}
+_SHORT = {
+    "total_loss": "loss",
+    "loss_rpn_cls": "rpn",
+    "loss_rpn_loc": "rpn_loc",
+    "loss_box_cls": "cls",
+    "loss_box_reg": "reg",
+    "loss_densepose_I": "I",
+    "loss_densepose_U": "U",
+    "loss_densepose_V": "V",
+    "loss_densepose_S": "S",
+}
 
 
 def _short(losses: dict[str, float]) -> str:

@@ -67,7 +67,7 @@ def plot_loss_curve(metrics_path: Path, out_path: Path) -> Path | None:
     records = [r for r in read_metrics(metrics_path) if "total_loss" in r]
     if not records:
         return None
-    keys = ["total_loss"] + sorted(k for k in records[0] if k.startswith("loss_"))
+    keys = ["total_loss", *sorted(k for k in records[0] if k.startswith("loss_"))]
     series = {k: [(r["iteration"], r[k]) for r in records if k in r] for k in keys}
     try:
         import matplotlib
