@@ -22,6 +22,8 @@ ROOT = Path(__file__).parent
 PACKAGES = ["core", "backbones", "necks", "heads", "data", "detector", "quant", "eval"]
 TEST_TOOLS = ["pytest>=8,<10", "pyyaml>=6,<7"]
 EXTRA_TOOLS = ["onnx>=1.16,<2", "onnxruntime>=1.18,<2", "matplotlib>=3.8,<4"]
+# Test-only needs of a package's own tests (never of the package itself).
+TEST_EXTRAS = {"heads": ["numpy>=1.26,<3"]}  # the slow per-point loss reference uses numpy
 
 
 def _all_packages() -> list[str]:
@@ -39,7 +41,7 @@ def tests(session: nox.Session) -> None:
 def isolated(session: nox.Session, package: str) -> None:
     """Only fnl-core (the one allowed dependency) plus the package under test."""
     to_install = {str(ROOT / "packages" / "fnl-core"), str(ROOT / "packages" / f"fnl-{package}")}
-    session.install(*sorted(to_install), *TEST_TOOLS)
+    session.install(*sorted(to_install), *TEST_TOOLS, *TEST_EXTRAS.get(package, []))
     tests_dir = ROOT / "tests" / package
     if not any(tests_dir.glob("test_*.py")):
         session.error(f"tests/{package} has no tests")

@@ -255,6 +255,7 @@ class Trainer:
         data_time = 0.0
         if cfg.eval_at_start and not self.start_iter:
             self._evaluate(0, writer)
+            t_window = time.perf_counter()
         try:
             while it < self.config.iters and (stop_at is None or it < stop_at):
                 t0 = time.perf_counter()

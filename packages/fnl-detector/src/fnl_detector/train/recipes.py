@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-TOY_SIZE = 240
+TOY_SIZE = 160
 
 #: Spec overrides applied to ``mobile_parsing_rcnn_b`` for CPU training on toy data.
 TOY_CPU_SPEC_OVERRIDES: list[str] = [
@@ -24,7 +24,7 @@ TOY_CPU_SPEC_OVERRIDES: list[str] = [
     "rpn.post_nms_top_n_train=500",
     "rpn.pre_nms_top_n_test=500",
     "rpn.post_nms_top_n_test=100",
-    "test.detections_per_image=20",
+    "test.detections_per_image=10",
 ]
 
 #: Trainer options of that recipe (``TrainConfig`` fields).
