@@ -49,6 +49,9 @@ class TrainConfig(BaseModel):
         description="wall-clock budget: iterations are fitted to it after a short "
         "speed measurement (the schedule is rescaled once, before warm-up ends)",
     )
+    num_threads: int | None = Field(
+        None, gt=0, description="torch CPU threads (default: torch's choice, one per core)"
+    )
     sync_bn: bool = Field(
         False, description="convert BatchNorm layers to SyncBatchNorm when running distributed"
     )

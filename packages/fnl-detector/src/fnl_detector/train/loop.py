@@ -97,6 +97,8 @@ class Trainer:
         self.device = select_device(config.device, self.dist.local_rank)
         self.is_main = self.dist.is_main
         dist_utils.init(self.dist, self.device)
+        if config.num_threads is not None:
+            torch.set_num_threads(config.num_threads)
 
         seed_all(config.seed)  # same initial weights on every process
         if model is None:
