@@ -84,7 +84,11 @@ def _run(args: argparse.Namespace) -> int:
     from fnl_detector.spec import load_spec
     from fnl_detector.train.config import TrainConfig
     from fnl_detector.train.loop import Trainer, select_device
-    from fnl_detector.train.recipes import TOY_CPU_SPEC_OVERRIDES, TOY_CPU_TRAIN_OPTIONS
+    from fnl_detector.train.recipes import (
+        TOY_CPU_SPEC_OVERRIDES,
+        TOY_CPU_TRAIN_OPTIONS,
+        cpu_threads,
+    )
 
     out = Path(args.out)
     t0 = time.perf_counter()
