@@ -25,6 +25,14 @@ TINY = [
 ]
 
 
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    """The trainer runs with one thread here (fast on a busy CPU); restore torch's setting."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory):
     cache = tmp_path_factory.mktemp("cache")
@@ -54,6 +62,7 @@ def test_training_reduces_the_loss_on_a_tiny_toy_split(toy, tmp_path):
         log_period=3,
         device="cpu",
         seed=0,
+        num_threads=1,
     )
     Trainer(
         cfg, train, tmp_path, spec=load_spec("mobile_parsing_rcnn_b", TINY), progress=False
@@ -95,6 +104,7 @@ def test_cli_train_then_predict(toy, tmp_path, monkeypatch):
             "--set",
             *TINY,
             "train.log_period=1",
+            "train.num_threads=1",
         ]
     )
     assert rc == 0
@@ -165,7 +175,14 @@ def test_resume_continues_the_schedule_with_the_real_detector(toy, tmp_path):
     train = config.build(split="train")
     spec = load_spec("mobile_parsing_rcnn_b", TINY)
     cfg = TrainConfig(
-        iters=2, batch_size=1, lr=0.001, warmup_iters=1, steps=(1,), device="cpu", seed=0
+        iters=2,
+        batch_size=1,
+        lr=0.001,
+        warmup_iters=1,
+        steps=(1,),
+        device="cpu",
+        seed=0,
+        num_threads=1,
     )
     Trainer(cfg, train, tmp_path, spec=spec, progress=False).train(stop_at=1)
     trainer = Trainer(cfg, train, tmp_path, spec=spec, progress=False, resume=True)

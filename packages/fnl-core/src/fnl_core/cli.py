@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(info.name, help=cmd.help, description=cmd.description or cmd.help)
         try:
             cmd.configure(p)
-        except Exception as exc:  # noqa: BLE001 - a plugin's argument setup failed
+        except Exception as exc:
             print(
                 f"fnl: warning: command {info.name!r} from {info.distribution} failed to set up "
                 f"its arguments: {type(exc).__name__}: {exc}",

@@ -6,30 +6,17 @@ One detection::
      "densepose": {"uv_shape": [3, h, w], "uv_data": "<base64>"}}
 
 ``uv_data`` is base64 of the zlib-compressed bytes of the (3, h, w) uint8 IUV raster in C
-order (:func:`fnl_detector.postprocess.densepose_to_iuv`). The encoding is written here with the
-standard library so that fnl-detector does not depend on fnl-eval; an integration test checks
-that fnl-eval's decoder reads it.
+order (:func:`fnl_detector.postprocess.densepose_to_iuv`). The format and its encoder live in
+:mod:`fnl_core.results`, shared with fnl-eval; an integration test checks that fnl-eval reads it.
 """
 
 from __future__ import annotations
 
-import base64
-import zlib
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
-
+from fnl_core.results import encode_iuv, make_result
 from fnl_detector.postprocess import densepose_to_iuv
-
-
-def encode_iuv(iuv: np.ndarray) -> dict[str, Any]:
-    """The ``densepose`` entry of a result for a (3, h, w) uint8 IUV raster."""
-    arr = np.asarray(iuv)
-    if arr.ndim != 3 or arr.shape[0] != 3 or arr.dtype != np.uint8:
-        raise ValueError(f"expected a (3, h, w) uint8 IUV raster, got {arr.shape} {arr.dtype}")
-    data = zlib.compress(np.ascontiguousarray(arr).tobytes(), 6)
-    return {"uv_shape": [int(s) for s in arr.shape], "uv_data": base64.b64encode(data).decode()}
 
 
 def to_coco_results(
@@ -46,13 +33,7 @@ def to_coco_results(
     )
     xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1).tolist()
     return [
-        {
-            "image_id": int(image_id),
-            "category_id": int(category_id),
-            "bbox": [float(x) for x in box],
-            "score": float(score),
-            "densepose": encode_iuv(iuv),
-        }
+        make_result(image_id, box, score, iuv, category_id)
         for box, score, iuv in zip(xywh, scores, iuvs)
     ]
 

@@ -87,6 +87,7 @@ def _run(args: argparse.Namespace) -> int:
     from fnl_detector.train.recipes import (
         TOY_CPU_SPEC_OVERRIDES,
         TOY_CPU_TRAIN_OPTIONS,
+        TOY_SIZE,
         cpu_threads,
     )
 
@@ -107,11 +108,13 @@ def _run(args: argparse.Namespace) -> int:
             "max_minutes": args.minutes,
             "seed": args.seed,
             "device": args.device,
+            "num_threads": cpu_threads(),
         },
     )
     print(
         f"training mobile_parsing_rcnn_b from scratch for {args.minutes:g} min "
-        f"(batch {config.batch_size}, lr {config.lr}, {config.device})..."
+        f"(batch {config.batch_size}, lr {config.lr}, {config.device}, "
+        f"{config.num_threads} thread(s))..."
     )
     trainer = Trainer(
         config,
@@ -156,7 +159,7 @@ def _run(args: argparse.Namespace) -> int:
     )
     print(
         f"\n{summary['iterations']} iterations in {row['train_minutes']:.1f} min; "
-        f"latency at {TOY_CPU_SPEC_OVERRIDES[3].split('=')[1]} px short side, "
+        f"latency at {TOY_SIZE} px short side, "
         f"{row['threads']} threads. Files in {out}: predictions.png, loss_curve.png, "
         "metrics.jsonl, metrics_eval.json, model.safetensors"
     )
