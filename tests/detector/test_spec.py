@@ -133,3 +133,15 @@ def test_presets_never_download():
         data = registry.get(groups.PRESETS, name).load()
         if "preset" not in data:
             assert data["backbone"]["pretrained"] is False, name
+
+
+def test_schema_offers_presets_and_every_installed_component():
+    from fnl_core.spec import spec_json_schema
+
+    from fnl_detector.spec import DetectorSpec
+
+    schema = spec_json_schema(DetectorSpec)
+    assert "mobile_parsing_rcnn_b" in schema["properties"]["preset"]["enum"]
+    assert "required" not in schema  # a preset may supply every key
+    neck_types = set(schema["properties"]["neck"]["discriminator"]["mapping"])
+    assert {"fpn", "bifpn"} <= neck_types

@@ -208,8 +208,25 @@ class TestSpec(_Section):
     detections_per_image: int = Field(100, gt=0)
 
 
+def _preset_schema(schema: dict[str, Any]) -> None:
+    """Editors see the ``"preset"`` key (with the installed names); with a preset every other
+    key is optional, so nothing is marked required."""
+    from fnl_core import registry
+
+    schema.setdefault("properties", {})["preset"] = {
+        "type": "string",
+        "enum": registry.names(groups.PRESETS),
+        "description": "start from this preset; the other keys override it (deep merge)",
+    }
+    schema.pop("required", None)
+
+
 class DetectorSpec(_Section):
     """A DensePose R-CNN: components from the registry plus the detector settings."""
+
+    model_config = ConfigDict(
+        extra="forbid", validate_assignment=True, json_schema_extra=_preset_schema
+    )
 
     spec_version: int = Field(SPEC_VERSION, ge=1, le=SPEC_VERSION)
     description: str = ""
