@@ -47,7 +47,6 @@ def toy(tmp_path_factory):
     return config, cache
 
 
-@pytest.mark.slow
 def test_training_reduces_the_loss_on_a_tiny_toy_split(toy, tmp_path):
     config, _ = toy
     train = config.build(split="train")
@@ -72,7 +71,6 @@ def test_training_reduces_the_loss_on_a_tiny_toy_split(toy, tmp_path):
     assert losses[-1] < 0.7 * losses[0], losses
 
 
-@pytest.mark.slow
 def test_cli_train_then_predict(toy, tmp_path, monkeypatch):
     _, cache = toy
     run = tmp_path / "run"
