@@ -337,20 +337,24 @@ class Trainer:
             raise NonFiniteLossError(self._nonfinite_message(it, loss_dict))
         total = sum(loss_dict.values())
         self.optimizer.zero_grad(set_to_none=True)
+        grad_norm = None
+        clip = self.config.clip_grad_norm
         if self.scaler is not None:
             self.scaler.scale(total).backward()
-            if self.config.clip_grad_norm is not None:
+            if clip is not None:
                 self.scaler.unscale_(self.optimizer)
-                nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_grad_norm)
+                grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), clip)
             self.scaler.step(self.optimizer)
             self.scaler.update()
         else:
             total.backward()
-            if self.config.clip_grad_norm is not None:
-                nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_grad_norm)
+            if clip is not None:
+                grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), clip)
             self.optimizer.step()
         out = {k: float(v) for k, v in zip(loss_dict, values.tolist(), strict=True)}
         out["total_loss"] = float(sum(values.tolist()))
+        if grad_norm is not None:
+            out["grad_norm"] = float(grad_norm)  # before clipping
         return out
 
     @staticmethod

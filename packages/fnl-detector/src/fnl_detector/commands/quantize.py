@@ -1,0 +1,188 @@
+"""``fnl quantize SPEC --weights W --method ptq|qat --data toy --out DIR``: an int8 detector.
+
+PTQ calibrates on the first images of the dataset's training split; QAT fine-tunes with the
+model's own training losses on it. The quantizer comes from the ``fnl.quantizers`` registry
+(fnl-quant). The result is saved as a weights-only state dict plus JSON metadata (see
+docs/quantization.md), then size and latency float vs int8 are printed: same image, shortest
+side ``--size``, exactly ``--detections`` detections in both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from fnl_core.command import Command
+
+
+def _configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("spec", help="spec file (.json/.yaml) or preset name")
+    parser.add_argument("--weights", required=True, help="float weights of the model")
+    parser.add_argument("--method", default="ptq", help="registered quantizer: ptq | qat")
+    parser.add_argument("--data", default="toy", help="toy | coco:PATH (calibration/QAT data)")
+    parser.add_argument("--out", required=True, help="output folder for the int8 model")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="spec override (repeatable)",
+    )
+    parser.add_argument(
+        "--q-set",
+        dest="quant_options",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="quantizer option, e.g. backend=qnnpack, iterations=20 (repeatable)",
+    )
+    parser.add_argument(
+        "--data-set",
+        dest="data_options",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="dataset option, e.g. num_images='{\"train\": 16}' (repeatable)",
+    )
+    parser.add_argument("--batch-size", type=int, default=2, help="QAT images per step")
+    parser.add_argument("--size", type=int, default=512, help="benchmark shortest side")
+    parser.add_argument("--detections", type=int, default=5, help="benchmark detections")
+    parser.add_argument("--runs", type=int, default=5, help="timed runs per model")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def _quantizer_config(method: str, options: list[str]) -> Any:
+    from fnl_core import groups, registry
+    from fnl_core.spec import deep_merge, parse_override
+
+    data: dict[str, Any] = {}
+    for text in options:
+        data = deep_merge(data, parse_override(text))
+    return registry.get(groups.QUANTIZERS, method).model_validate(data)
+
+
+def _samples(data: str, options: list[str]) -> Any:
+    from fnl_detector.train.data import TrainSamples, has_training_instances
+    from fnl_detector.train.sources import parse_data
+
+    source = parse_data(data, options)
+    dataset = source.build(source.train_split)
+    records = [r for r in dataset.records if has_training_instances(r)]
+    if not records:
+        raise ValueError(f"--data {data}: the {source.train_split} split has no person images")
+    return TrainSamples(dataset, records)
+
+
+def _training_batches(samples: Any, batch_size: int, seed: int) -> Any:
+    """Endless (images, targets) batches with random flips, in a seeded order."""
+    from fnl_detector.train.data import DeterministicBatchSampler
+
+    sampler = DeterministicBatchSampler(len(samples), batch_size, 10**9, seed)
+    it = 0
+    while True:
+        items = [samples[i] for i in sampler.batch(it)]
+        yield ([img.float() for img, _ in items], [t for _, t in items])
+        it += 1
+
+
+def _benchmark_mode(model: Any, size: int, detections: int) -> None:
+    """In place: the test settings of ``fnl bench`` (fixed size, exactly K detections)."""
+    model.transform.min_size_test = size
+    model.transform.max_size_test = max(1333, 2 * size)
+    model.roi_heads.score_thresh = 0.0
+    model.roi_heads.detections_per_image = detections
+
+
+def compare(float_model: Any, int8_model: Any, size: int, detections: int, runs: int) -> dict:
+    """Latency of the float model (BatchNorm folded) and the int8 model on the same image.
+
+    ``int8_model`` is switched to the benchmark settings in place (a converted model cannot
+    always be deep-copied)."""
+    import copy
+
+    import torch
+
+    from fnl_detector.analysis import benchmark_image, fold_batch_norm, median, time_models
+
+    image = benchmark_image(size)
+    reference = copy.deepcopy(float_model).eval()
+    int8_model.eval()
+    for m in (reference, int8_model):
+        _benchmark_mode(m, size, detections)
+    fold_batch_norm(reference, [image])
+    with torch.inference_mode():
+        counts = [len(m([image])[0]["boxes"]) for m in (reference, int8_model)]
+        if counts != [detections, detections]:
+            raise RuntimeError(f"detections float/int8 = {counts}, expected {detections} each")
+        times = time_models(
+            [lambda: reference([image]), lambda: int8_model([image])], runs=runs, warmup=1
+        )
+    ms = [median(t) for t in times]
+    return {
+        "image": [int(s) for s in image.shape[-2:]],
+        "detections": detections,
+        "latency_ms": {"float32": round(ms[0], 1), "int8": round(ms[1], 1)},
+        "speedup": round(ms[0] / ms[1], 2),
+    }
+
+
+def _run(args: argparse.Namespace) -> int:
+    import tempfile
+    from pathlib import Path
+
+    import torch
+
+    from fnl_detector.build import build_detector
+    from fnl_detector.convert import load_weights
+    from fnl_detector.spec import load_spec
+    from fnl_quant.artifact import save_quantized, state_dict_megabytes
+    from fnl_quant.quantizers import quantization_plan
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    spec = load_spec(args.spec, args.overrides)
+    config = _quantizer_config(args.method, args.quant_options)
+    quantizer = config.build()
+    model = build_detector(spec).eval()
+    load_weights(model, args.weights)
+    samples = _samples(args.data, args.data_options)
+    first = samples[(0, False)][0].float()
+    prepared = quantizer.prepare(model, ([first],))
+    if hasattr(quantizer, "fit"):
+        losses = quantizer.fit(prepared, _training_batches(samples, args.batch_size, args.seed))
+        trained = {"qat_iterations": len(losses), "qat_loss": [losses[0], losses[-1]]}
+    else:
+        n = min(len(samples), quantizer.num_calibration_images)
+        quantizer.calibrate(prepared, [([samples[(i, False)][0].float()],) for i in range(n)])
+        trained = {"calibration_images": n}
+    int8 = quantizer.convert(prepared)
+
+    out = Path(args.out)
+    save_quantized(
+        int8, out, config, extra={"spec": spec.model_dump(mode="json"), "weights": args.weights}
+    )
+    (out / "spec.json").write_text(spec.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    with tempfile.TemporaryDirectory() as tmp:
+        mb_float = state_dict_megabytes(model, Path(tmp) / "float.pt")
+    mb_int8 = (out / "model_int8.pt").stat().st_size / 1e6
+    report = {
+        "method": args.method,
+        "out": str(out),
+        "units": quantization_plan(int8)["units"],
+        **trained,
+        "size_mb": {"float32": round(mb_float, 3), "int8": round(mb_int8, 3)},
+        **compare(model, int8, args.size, args.detections, args.runs),
+    }
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+command = Command(
+    help="quantize a detector to int8 (post-training or quantization-aware)",
+    configure=_configure,
+    run=_run,
+    description=__doc__,
+)
