@@ -428,8 +428,10 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarr
         w = np.maximum(np.float32(0), np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]))
         h = np.maximum(np.float32(0), np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]))
         inter = w * h
-        iou = inter / (areas[i] + areas[rest] - inter)
-        rest = rest[iou.astype(np.float64) <= iou_threshold]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            iou = inter / (areas[i] + areas[rest] - inter)
+        # like torchvision, a NaN IoU (two empty boxes) suppresses nothing
+        rest = rest[~(iou.astype(np.float64) > iou_threshold)]
     return order[np.asarray(keep, dtype=np.int64)]
 
 
