@@ -7,20 +7,14 @@ import json
 from typing import Any
 
 from fnl_core.command import Command
+from fnl_detector.commands import add_overrides_argument
 
 
 def _configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "specs", nargs="+", help="preset names or spec files; the first is the reference"
     )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a field in every spec (repeatable)",
-    )
+    add_overrides_argument(parser, "override a field in every spec (repeatable)")
     parser.add_argument("--size", type=int, default=512, help="shortest image side (default 512)")
     parser.add_argument(
         "--detections", type=int, default=5, help="detections forced per image (default 5)"

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from fnl_core.command import Command
+from fnl_detector.commands import add_overrides_argument
 
 _FORMATS = ("detectron2",)  # = fnl_detector.convert.SOURCE_FORMATS (kept light: no import)
 
@@ -25,13 +26,8 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--spec", required=True, help="the spec the weights are for: a preset name or spec file"
     )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a spec field, e.g. --set input.format=BGR (repeatable)",
+    add_overrides_argument(
+        parser, "override a spec field, e.g. --set input.format=BGR (repeatable)"
     )
     parser.add_argument("--out", required=True, help="output weights file (.safetensors)")
 

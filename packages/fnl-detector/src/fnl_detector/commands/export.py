@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from fnl_core.command import Command
+from fnl_detector.commands import add_overrides_argument
 
 
 def _configure(parser: argparse.ArgumentParser) -> None:
@@ -23,13 +24,8 @@ def _configure(parser: argparse.ArgumentParser) -> None:
         help="short side images are resized to (sets input.min_size_test; default 512)",
     )
     parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17, >= 16)")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a spec field, e.g. --set test.nms_thresh=0.3 (repeatable)",
+    add_overrides_argument(
+        parser, "override a spec field, e.g. --set test.nms_thresh=0.3 (repeatable)"
     )
     parser.add_argument("--no-verify", action="store_true", help="skip the onnxruntime check")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")

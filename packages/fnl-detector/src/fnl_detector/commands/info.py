@@ -7,17 +7,13 @@ import json
 from typing import Any
 
 from fnl_core.command import Command
+from fnl_detector.commands import add_overrides_argument
 
 
 def _configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("spec", help="a preset name (fnl list presets) or a spec file")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a spec field, e.g. --set neck.out_channels=88 (repeatable)",
+    add_overrides_argument(
+        parser, "override a spec field, e.g. --set neck.out_channels=88 (repeatable)"
     )
     parser.add_argument(
         "--size", type=int, default=512, help="shortest image side for GFLOPs (default 512)"

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from fnl_core.command import Command
+from fnl_detector.commands import add_overrides_argument
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -66,15 +67,7 @@ def _configure(parser: argparse.ArgumentParser) -> None:
         help="pictures and IUV rasters keep detections above this (default 0.8)",
     )
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        nargs="+",
-        action="extend",
-        default=[],
-        metavar="KEY=VALUE",
-        help="spec overrides, e.g. input.min_size_test=512",
-    )
+    add_overrides_argument(parser, "spec overrides, e.g. input.min_size_test=512")
 
 
 def _run(args: argparse.Namespace) -> int:

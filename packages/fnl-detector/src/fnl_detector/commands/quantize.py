@@ -14,6 +14,7 @@ import json
 from typing import Any
 
 from fnl_core.command import Command
+from fnl_detector.commands import add_overrides_argument
 
 
 def _configure(parser: argparse.ArgumentParser) -> None:
@@ -22,14 +23,7 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", default="ptq", help="registered quantizer: ptq | qat")
     parser.add_argument("--data", default="toy", help="toy | coco:PATH (calibration/QAT data)")
     parser.add_argument("--out", required=True, help="output folder for the int8 model")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="spec override (repeatable)",
-    )
+    add_overrides_argument(parser, "spec override (repeatable)")
     parser.add_argument(
         "--q-set",
         dest="quant_options",

@@ -12,6 +12,7 @@ import json
 from typing import Any
 
 from fnl_core.command import Command
+from fnl_detector.commands import add_overrides_argument
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,14 +23,9 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--num-workers", type=int, default=0, help="data-loading processes")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        nargs="+",
-        action="extend",
-        default=[],
-        metavar="KEY=VALUE",
-        help="spec overrides (input.min_size_train=[240]); train.KEY=VALUE sets a trainer "
+    add_overrides_argument(
+        parser,
+        "spec overrides (input.min_size_train=[240]); train.KEY=VALUE sets a trainer "
         "option (train.clip_grad_norm=5, train.checkpoint_period=500, ...)",
     )
     parser.add_argument(
