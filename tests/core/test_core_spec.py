@@ -44,8 +44,9 @@ class Envelope(BaseModel):
 
 @pytest.fixture
 def necks():
-    with registry.registered(NECKS, "tiny_neck", TinyNeck), registry.registered(
-        NECKS, "other_neck", OtherNeck
+    with (
+        registry.registered(NECKS, "tiny_neck", TinyNeck),
+        registry.registered(NECKS, "other_neck", OtherNeck),
     ):
         yield
 

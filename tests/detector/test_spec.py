@@ -137,7 +137,6 @@ def test_presets_never_download():
 
 def test_schema_offers_the_preset_key():
     from fnl_core.spec import spec_json_schema
-
     from fnl_detector.spec import DetectorSpec
 
     schema = spec_json_schema(DetectorSpec)

@@ -23,9 +23,7 @@ class TinyConvNet(nn.Module):
         super().__init__()
         chans = [width, width * 2, width * 4, width * 8]
         self.stem = nn.Sequential(_conv_bn_relu(3, width, 2), _conv_bn_relu(width, width, 2))
-        self.stages = nn.ModuleList(
-            [_conv_bn_relu(chans[i], chans[i + 1], 2) for i in range(3)]
-        )
+        self.stages = nn.ModuleList([_conv_bn_relu(chans[i], chans[i + 1], 2) for i in range(3)])
         self._shapes = {f"c{i + 2}": ShapeSpec(c, 2 ** (i + 2)) for i, c in enumerate(chans)}
 
     def output_shape(self) -> dict[str, ShapeSpec]:

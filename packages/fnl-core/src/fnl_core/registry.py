@@ -115,7 +115,7 @@ def _unknown(group: str, name: str) -> UnknownComponentError:
     return UnknownComponentError(
         f"unknown {group} component {name!r}{hint} Installed: {_describe_installed(group)}. "
         f"The built-in {group} components come with the {provider} package; plugins add more "
-        f"by declaring a [project.entry-points.\"{group}\"] entry."
+        f'by declaring a [project.entry-points."{group}"] entry.'
     )
 
 

@@ -82,9 +82,7 @@ def resolve_component(group: str, value: Any) -> ComponentConfig:
         )
     cls = registry.get(group, name)
     if not (isinstance(cls, type) and issubclass(cls, ComponentConfig)):
-        raise ValueError(
-            f"{group} entry {name!r} is {cls!r}, not a ComponentConfig subclass"
-        )
+        raise ValueError(f"{group} entry {name!r} is {cls!r}, not a ComponentConfig subclass")
     return cls.model_validate(value)
 
 

@@ -24,9 +24,7 @@ def _run(args: argparse.Namespace) -> int:
         print(json.dumps([info.__dict__ for info in rows], indent=2))
         return 0
     headers = ("group", "name", "package", "version", "target")
-    table = [
-        (i.group, i.name, i.distribution, i.version, i.target) for i in rows
-    ]
+    table = [(i.group, i.name, i.distribution, i.version, i.target) for i in rows]
     empty = [(g, "(none installed)", "", "", "") for g in groups if not registry.entries(g)]
     table = sorted(table + empty, key=lambda r: (groups.index(r[0]), r[1]))
     widths = [max(len(h), *(len(r[k]) for r in table)) for k, h in enumerate(headers)]
