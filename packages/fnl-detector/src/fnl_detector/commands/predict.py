@@ -39,7 +39,7 @@ def collect_images(inputs: list[str]) -> list[Path]:
 def load_model(spec_arg: str | None, weights: Path, overrides: list[str], device: Any) -> Any:
     """The detector of ``spec_arg`` (default: ``spec.json`` next to the weights) in eval mode."""
     from fnl_detector import build_detector, load_spec
-    from fnl_detector.train.checkpoint import load_weights
+    from fnl_detector.convert import load_weights
 
     if spec_arg is None:
         candidates = [weights.parent / "spec.json", weights.parent.parent.parent / "spec.json"]
@@ -57,7 +57,11 @@ def load_model(spec_arg: str | None, weights: Path, overrides: list[str], device
 
 def _configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
-    parser.add_argument("--weights", required=True, help="model.safetensors")
+    parser.add_argument(
+        "--weights",
+        required=True,
+        help="model.safetensors, or a reference .pth/.pkl checkpoint (converted on load)",
+    )
     parser.add_argument("--spec", help="spec file or preset (default: spec.json of the run)")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument(
