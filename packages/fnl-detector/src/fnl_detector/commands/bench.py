@@ -25,7 +25,11 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     parser.add_argument("--no-fold-bn", action="store_true", help="keep BatchNorm layers")
     parser.add_argument(
-        "--channels-last", action="store_true", help="run convolutions in channels_last"
+        "--channels-last",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="run convolutions in channels_last (default; measured: Mobile B 1.5x faster on a "
+        "2-core CPU, the ResNet-50 baseline unchanged)",
     )
     parser.add_argument("--json", action="store_true", help="print a JSON list")
 
