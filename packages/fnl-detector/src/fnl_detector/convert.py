@@ -132,7 +132,9 @@ def _read_safetensors(path: Path) -> dict[str, Any]:
     try:
         return load(path.read_bytes())
     except Exception as exc:
-        raise ConversionError(f"{path}: not a readable safetensors file: {exc}") from exc
+        raise ConversionError(
+            f"{path}: truncated or corrupt (not a readable safetensors file): {exc}"
+        ) from exc
 
 
 def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
