@@ -121,6 +121,24 @@ def test_no_detection_inference_does_not_call_the_head(tiny_components):
         assert pred["densepose"]["u"].shape == (0, 25, 16, 16)
 
 
+def test_inference_with_zero_proposals(tiny_components, monkeypatch):
+    """Random weights can leave no proposal (all decoded boxes empty): no crash, no head call."""
+    model = tiny_model().eval()
+    rpn_forward = model.proposal_generator.forward
+
+    def no_proposals(*args, **kwargs):
+        proposals, scores, losses = rpn_forward(*args, **kwargs)
+        return [p[:0] for p in proposals], [s[:0] for s in scores], losses
+
+    monkeypatch.setattr(model.proposal_generator, "forward", no_proposals)
+    images, _ = fake_batch()
+    with torch.inference_mode():
+        out = model(images)
+    for pred in out:
+        assert pred["boxes"].shape == (0, 4) and pred["labels"].shape == (0,)
+        assert pred["densepose"]["fine_segm"].shape == (0, 25, 16, 16)
+
+
 def test_eval_and_train_mode_errors(tiny_components):
     model = tiny_model().train()
     images, targets = fake_batch()

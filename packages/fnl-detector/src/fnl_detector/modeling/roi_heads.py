@@ -111,7 +111,8 @@ class RoIHeads(nn.Module):
         for props, scores, deltas, size in zip(proposals, scores_all, deltas_all, image_sizes):
             boxes = self.box_coder.decode_single(deltas, props)
             k = self.num_classes
-            boxes = clip_boxes_to_image(boxes.view(-1, 4), size).view(len(props), -1, 4)
+            per_box = deltas.shape[1] // 4  # K classes, or 1 when class-agnostic
+            boxes = clip_boxes_to_image(boxes.view(-1, 4), size).view(len(props), per_box, 4)
             if boxes.shape[1] == 1 and k > 1:
                 boxes = boxes.expand(-1, k, 4)
             ok = torch.isfinite(boxes).all(dim=(1, 2)) & torch.isfinite(scores).all(dim=1)
