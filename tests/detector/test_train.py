@@ -19,7 +19,7 @@ from fnl_detector.train.checkpoint import (
 from fnl_detector.train.config import TrainConfig
 from fnl_detector.train.data import DeterministicBatchSampler
 from fnl_detector.train.loop import NonFiniteLossError, Trainer
-from fnl_detector.train.optim import param_groups
+from fnl_detector.train.optim import build_optimizer, param_groups
 from fnl_detector.train.schedule import WarmupStepSchedule
 
 
@@ -84,6 +84,19 @@ def test_no_weight_decay_on_norm_params():
     assert groups[0]["weight_decay"] == 1e-4 and groups[1]["weight_decay"] == 0.0
     assert {id(p) for p in groups[1]["params"]} == {id(model.norm.weight), id(model.norm.bias)}
     assert id(model.conv.weight) in decayed and id(model.norm.weight) not in decayed
+
+
+def test_optimizer_choice():
+    model = FakeDetector()
+    sgd = build_optimizer(model, 0.1, 0.9, 1e-4, 0.0)
+    adamw = build_optimizer(model, 1e-3, 0.8, 1e-4, 0.0, kind="adamw")
+    assert isinstance(sgd, torch.optim.SGD) and isinstance(adamw, torch.optim.AdamW)
+    assert adamw.param_groups[0]["betas"] == (0.8, 0.999)
+    assert [g["weight_decay"] for g in adamw.param_groups] == [1e-4, 0.0]
+    with pytest.raises(ValueError, match="'sgd' or 'adamw', got 'adam'"):
+        build_optimizer(model, 0.1, 0.9, 1e-4, 0.0, kind="adam")
+    with pytest.raises(ValueError, match="optimizer"):
+        TrainConfig(optimizer="adam")
 
 
 def test_data_order_is_deterministic_and_split_between_ranks():

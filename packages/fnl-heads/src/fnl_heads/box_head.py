@@ -56,7 +56,7 @@ class ConvBoxHead(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         for i in range(1, self.num_convs + 1):
-            x = F.relu(getattr(self, f"conv{i}")(x))
+            x = F.relu(getattr(self, f"conv{i}")(x), inplace=True)
         return x.flatten(1)
 
 

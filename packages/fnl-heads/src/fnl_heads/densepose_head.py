@@ -32,7 +32,7 @@ class V1ConvXHead(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         for i in range(1, self.num_convs + 1):
-            x = F.relu(getattr(self, f"body_conv_fcn{i}")(x))
+            x = F.relu(getattr(self, f"body_conv_fcn{i}")(x), inplace=True)
         return x
 
 
@@ -45,7 +45,7 @@ def _conv_norm_relu(
     layers.append(nn.Conv2d(cin, cout, kernel, padding=pad, dilation=dilation, bias=not norm))
     if norm == "gn":
         layers.append(nn.GroupNorm(32, cout))
-    layers.append(nn.ReLU())
+    layers.append(nn.ReLU(inplace=True))
     return nn.Sequential(*layers)
 
 
@@ -74,7 +74,7 @@ class ASPP(nn.Module):
         self.convs = nn.ModuleList(branches)
         n_cat = channels * len(branches)
         self.project = nn.Sequential(
-            nn.Conv2d(n_cat, out_channels, kernel_size=1, bias=not norm), nn.ReLU()
+            nn.Conv2d(n_cat, out_channels, kernel_size=1, bias=not norm), nn.ReLU(inplace=True)
         )
 
     def forward(self, x: Tensor) -> Tensor:
@@ -183,7 +183,7 @@ class DeepLabHead(nn.Module):
             x = getattr(self, f"body_conv_fcn{i}")(x)
             if self.norm == "gn":
                 x = getattr(self, f"body_norm{i}")(x)
-            x = F.relu(x)
+            x = F.relu(x, inplace=True)
         return x
 
 

@@ -27,7 +27,7 @@ class StandardRPNHead(nn.Module):
         objectness: list[Tensor] = []
         deltas: list[Tensor] = []
         for x in features:
-            t = F.relu(self.conv(x))
+            t = F.relu(self.conv(x), inplace=True)
             objectness.append(self.objectness_logits(t))
             deltas.append(self.anchor_deltas(t))
         return objectness, deltas

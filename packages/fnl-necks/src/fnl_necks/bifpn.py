@@ -66,7 +66,7 @@ def conv_block(
         nn.Conv2d(channels, channels, 3, stride=stride, padding=1, groups=channels, bias=False),
         nn.Conv2d(channels, channels, 1, bias=False),
     )
-    return nn.Sequential(separable, _norm(norm, channels, momentum, eps), nn.ReLU())
+    return nn.Sequential(separable, _norm(norm, channels, momentum, eps), nn.ReLU(inplace=True))
 
 
 class BiFPNLayer(nn.Module):

@@ -19,9 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models.detection._utils import BalancedPositiveNegativeSampler, BoxCoder, Matcher
-from torchvision.ops import batched_nms, box_iou, clip_boxes_to_image
+from torchvision.ops import box_iou, clip_boxes_to_image
 
 from fnl_detector.modeling.densepose_targets import build_densepose_targets
+from fnl_detector.modeling.parallel import batched_nms_by_group
 from fnl_detector.modeling.poolers import RoIPooler
 from fnl_detector.spec import DEFAULT_SCALE_CLAMP
 
@@ -125,7 +126,7 @@ class RoIHeads(nn.Module):
             where = mask.nonzero()
             sel_boxes = boxes[where[:, 0], where[:, 1]]
             sel_scores = scores[mask]
-            keep = batched_nms(sel_boxes, sel_scores, where[:, 1], self.nms_thresh)
+            keep = batched_nms_by_group(sel_boxes, sel_scores, where[:, 1], self.nms_thresh)
             keep = keep[: self.detections_per_image]
             rows = where[keep, 0]
             if ok_idx is not None:

@@ -16,9 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models.detection._utils import BalancedPositiveNegativeSampler, BoxCoder, Matcher
-from torchvision.ops import batched_nms, box_iou, clip_boxes_to_image
+from torchvision.ops import box_iou, clip_boxes_to_image
 
 from fnl_detector.modeling.anchors import AnchorGenerator
+from fnl_detector.modeling.parallel import batched_nms_by_group
 from fnl_detector.spec import DEFAULT_SCALE_CLAMP
 
 
@@ -105,7 +106,7 @@ class RPN(nn.Module):
             w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
             keep = (w > self.min_size) & (h > self.min_size)
             boxes, scores, levels = boxes[keep], scores[keep], levels[keep]
-            keep = batched_nms(boxes, scores, levels, self.nms_thresh)[:post]
+            keep = batched_nms_by_group(boxes, scores, levels, self.nms_thresh)[:post]
             out_boxes.append(boxes[keep])
             out_scores.append(scores[keep])
         return out_boxes, out_scores

@@ -110,7 +110,12 @@ class Trainer:
             self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.model.train()
         self.optimizer = build_optimizer(
-            self.model, config.lr, config.momentum, config.weight_decay, config.weight_decay_norm
+            self.model,
+            config.lr,
+            config.momentum,
+            config.weight_decay,
+            config.weight_decay_norm,
+            kind=config.optimizer,
         )
         self.schedule = self._schedule_of(config)
         self.use_amp = config.amp and self.device.type == "cuda"

@@ -1,4 +1,4 @@
-"""SGD with weight decay on every parameter except those of normalisation layers."""
+"""SGD or AdamW with weight decay on every parameter except those of normalisation layers."""
 
 from __future__ import annotations
 
@@ -39,9 +39,19 @@ def param_groups(
 
 
 def build_optimizer(
-    model: nn.Module, lr: float, momentum: float, weight_decay: float, weight_decay_norm: float
-) -> torch.optim.SGD:
+    model: nn.Module,
+    lr: float,
+    momentum: float,
+    weight_decay: float,
+    weight_decay_norm: float,
+    kind: str = "sgd",
+) -> torch.optim.Optimizer:
+    """``kind`` ``sgd`` (momentum, L2 decay) or ``adamw`` (beta1 = ``momentum``, decoupled)."""
     groups = param_groups(model, weight_decay, weight_decay_norm)
     if not groups:
         raise ValueError("the model has no trainable parameters")
-    return torch.optim.SGD(groups, lr=lr, momentum=momentum)
+    if kind == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum)
+    if kind == "adamw":
+        return torch.optim.AdamW(groups, lr=lr, betas=(momentum, 0.999))
+    raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {kind!r}")
