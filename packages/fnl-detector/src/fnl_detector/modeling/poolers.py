@@ -122,22 +122,20 @@ class RoIPooler(nn.Module):
             xs = [x.contiguous() for x in xs]
         else:
             workers, per_piece = 1, rois.shape[0]
-        pieces, where = [], []
+        pieces = []
         for k in range(len(xs)):
             idx = (levels == k).nonzero().flatten()
             for part in split_evenly(idx.numel(), -(-idx.numel() // max(per_piece, 1))):
-                pieces.append((xs[k], rois[idx[part]], self.scales[k]))
-                where.append(idx[part])
+                pieces.append((xs[k], rois[idx[part]], self.scales[k], idx[part]))
         if len(xs) == 1 and len(pieces) <= 1:
             return self._pool(xs[0], rois, self.scales[0]).contiguous(memory_format=fmt)
-        if not pieces:
-            shape = (0, xs[0].shape[1], self.resolution, self.resolution)
-            return xs[0].new_zeros(shape).contiguous(memory_format=fmt)
+        shape = (rois.shape[0], xs[0].shape[1], self.resolution, self.resolution)
+        out = torch.empty(shape, dtype=xs[0].dtype, device=xs[0].device, memory_format=fmt)
 
-        def pool(x: Tensor, piece_rois: Tensor, scale: float) -> Tensor:
-            # Pieces are small, so the layout change stays in the pool thread (see above).
-            return self._pool(x, piece_rois, scale).contiguous(memory_format=fmt)
+        def pool(x: Tensor, piece_rois: Tensor, scale: float, where: Tensor) -> None:
+            # Each piece writes its rows of ``out`` (disjoint rows, no cat or re-ordering
+            # gather); the copy also changes the layout. Pieces are small (see above).
+            out.index_copy_(0, where, self._pool(x, piece_rois, scale))
 
-        costs = [float(len(p[1])) for p in pieces]
-        pooled = torch.cat(run_pieces(pool, pieces, workers, costs=costs))
-        return pooled[torch.cat(where).argsort()]
+        run_pieces(pool, pieces, workers, costs=[float(len(p[1])) for p in pieces])
+        return out
