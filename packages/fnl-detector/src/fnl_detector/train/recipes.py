@@ -23,7 +23,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
-TOY_SIZE = 160
+TOY_SIZE = 240
+"""Short side of the toy images (320 × 240): native resolution. Measured against 160 px on the
+20-minute run: mask AP 5.4 vs 2.5, GPSm AP 1.3 vs 0.3, box AP level (32.3 vs 31.9), with 17 %
+fewer steps in the same time (3539 vs 4252)."""
 
 #: Spec overrides applied to ``mobile_parsing_rcnn_b`` for CPU training on toy data.
 TOY_CPU_SPEC_OVERRIDES: list[str] = [
