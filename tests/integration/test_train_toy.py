@@ -200,7 +200,10 @@ def test_memorising_two_images_reaches_high_gps(tmp_path):
     fitted to two images and evaluated on the same two, the model must score well (measured
     with the recipe: box AP 94.5, GPS AP 46.0 after 400 steps). A coordinate mix-up anywhere
     between the annotations and the evaluator keeps GPS near 0 however low the loss gets."""
-    from fnl_detector.train.recipes import TOY_CPU_SPEC_OVERRIDES
+    from fnl_detector.train.recipes import TOY_CPU_SPEC_OVERRIDES, TOY_CPU_TRAIN_OPTIONS
+
+    recipe = dict(TOY_CPU_TRAIN_OPTIONS)
+    batch, lr = recipe.pop("batch_size"), recipe.pop("lr")
 
     run = tmp_path / "run"
     rc = train_b_on_toy(
@@ -209,9 +212,9 @@ def test_memorising_two_images_reaches_high_gps(tmp_path):
             "--iters",
             "400",
             "--batch-size",
-            "2",
+            str(batch),
             "--lr",
-            "0.02",
+            str(lr),
             "--val-split",
             "train",
             "--surface",
@@ -221,9 +224,7 @@ def test_memorising_two_images_reaches_high_gps(tmp_path):
             f"cache_dir={tmp_path / 'cache'}",
             "--set",
             *TOY_CPU_SPEC_OVERRIDES,
-            "train.warmup_iters=30",
-            "train.clip_grad_norm=10",
-            "train.log_period=50",
+            *(f"train.{k}={v}" for k, v in recipe.items()),
             "train.checkpoint_period=1000",
         ],
     )
