@@ -10,7 +10,7 @@ from PIL import Image
 
 from fnl_core.structures import DensePoseAnnotation, ImageRecord, InstanceAnnotation
 from fnl_detector.train.metrics import _plot_with_pil, plot_loss_curve
-from fnl_detector.visualize import (
+from fnl_core.visualize import (
     PART_COLORS,
     draw_ground_truth,
     draw_prediction,

@@ -56,7 +56,7 @@ def write_gallery(model: Any, dataset: Any, out_path: Path, device: Any, count: 
 
     from fnl_detector.postprocess import densepose_to_iuv
     from fnl_detector.train.evaluate import image_tensor
-    from fnl_detector.visualize import draw_ground_truth, draw_prediction, side_by_side
+    from fnl_core.visualize import draw_ground_truth, draw_prediction, side_by_side
 
     rows = []
     model.eval()

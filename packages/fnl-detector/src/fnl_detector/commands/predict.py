@@ -83,7 +83,7 @@ def _run(args: argparse.Namespace) -> int:
     from fnl_detector.results import to_coco_results
     from fnl_detector.train.evaluate import image_tensor
     from fnl_detector.train.loop import select_device
-    from fnl_detector.visualize import draw_prediction, iuv_image
+    from fnl_core.visualize import draw_prediction, iuv_image
 
     files = collect_images(args.inputs)
     device = select_device(args.device)

@@ -1,0 +1,130 @@
+"""Reading and resizing images the way every FnL inference path does (no torch).
+
+One module for the PyTorch predictor, the ONNX runtime and the evaluation tools, so that each
+of them sees the same pixels:
+
+* :func:`read_image` turns a path, a PIL image or an array into an H×W×3 uint8 RGB array:
+  EXIF orientation applied, palette/greyscale/alpha/CMYK converted, 16-bit images scaled to
+  8 bits (not clipped), and anything unreadable reported as :class:`ImageReadError` naming the
+  file.
+* :func:`resized_shape` and :func:`resize_image` are detectron2's ``ResizeShortestEdge`` at test
+  time as the reference DensePose implementations run it: the new size rounds half up, and the
+  uint8 image is resampled by Pillow's ``BILINEAR`` filter (which widens its support when
+  shrinking). A float ``interpolate`` differs by up to one grey level in a few percent of the
+  pixels, which is enough to change a network's proposals.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fnl_core.errors import ImageReadError
+
+#: Images with more pixels than this are refused unless the caller raises the limit
+#: (a 6000×4000 photo is 24 MP; decoding bombs are far larger).
+MAX_PIXELS = 50_000_000
+
+#: File name endings read as images when a folder is given.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def resized_shape(height: int, width: int, short: int, max_size: int) -> tuple[int, int]:
+    """Short side to ``short``, long side at most ``max_size``; sizes round half up."""
+    if height <= 0 or width <= 0:
+        raise ValueError(f"image size must be positive, got {height}x{width}")
+    scale = short / min(height, width)
+    if max(height, width) * scale > max_size:
+        scale = max_size / max(height, width)
+    return int(height * scale + 0.5), int(width * scale + 0.5)
+
+
+def resize_image(image: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
+    """An H×W×3 uint8 image resampled to ``size_hw`` with Pillow bilinear (unchanged if equal)."""
+    from PIL import Image
+
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected an HxWx3 uint8 image, got {image.dtype} {image.shape}")
+    if tuple(image.shape[:2]) == tuple(size_hw):
+        return image
+    height, width = size_hw
+    return np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR))
+
+
+def resize_shortest_edge(image: np.ndarray, short: int, max_size: int) -> np.ndarray:
+    """:func:`resize_image` to the size :func:`resized_shape` gives."""
+    return resize_image(image, resized_shape(image.shape[0], image.shape[1], short, max_size))
+
+
+def _to_8bit(array: np.ndarray) -> np.ndarray:
+    """16/32-bit integer or float pixel values scaled to uint8 over their type's range."""
+    if array.dtype == np.uint8:
+        return array
+    if array.dtype == np.bool_:
+        return array.astype(np.uint8) * 255
+    if np.issubdtype(array.dtype, np.integer):
+        top = 65535 if array.max(initial=0) > 255 else 255
+        return np.clip(np.rint(array.astype(np.float64) * 255.0 / top), 0, 255).astype(np.uint8)
+    if np.issubdtype(array.dtype, np.floating):
+        finite = np.nan_to_num(array.astype(np.float64))
+        top = 1.0 if finite.max(initial=0.0) <= 1.0 else 255.0
+        return np.clip(np.rint(finite * 255.0 / top), 0, 255).astype(np.uint8)
+    raise ValueError(f"unsupported pixel type {array.dtype}")
+
+
+def _pil_to_rgb(image: Any) -> np.ndarray:
+    from PIL import Image, ImageOps
+
+    image = ImageOps.exif_transpose(image)
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        gray = _to_8bit(np.asarray(image))
+        return np.repeat(gray[..., None], 3, axis=2)
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    return np.asarray(image.convert("RGB"))
+
+
+def read_image(source: Any, *, max_pixels: int | None = MAX_PIXELS) -> np.ndarray:
+    """An H×W×3 uint8 RGB array from a path, a PIL image or an array.
+
+    Arrays may be H×W (grey), H×W×3 (RGB) or H×W×4 (RGBA, alpha dropped), of any integer or
+    float type (16-bit values are scaled, not clipped). Files are decoded completely here, so a
+    truncated file fails now, with its name, rather than later inside the model.
+    """
+    from PIL import Image
+
+    if isinstance(source, np.ndarray):
+        array = source
+        if array.ndim == 2:
+            array = np.repeat(array[..., None], 3, axis=2)
+        if array.ndim != 3 or array.shape[2] not in (3, 4) or 0 in array.shape:
+            raise ImageReadError(f"image array must be HxWx3 (RGB), got shape {array.shape}")
+        return np.ascontiguousarray(_to_8bit(array[..., :3]))
+    if isinstance(source, Image.Image):
+        return _pil_to_rgb(source)
+    path = Path(source)
+    if not path.is_file():
+        raise ImageReadError(f"{path}: no such image file")
+    previous = Image.MAX_IMAGE_PIXELS
+    try:
+        Image.MAX_IMAGE_PIXELS = max_pixels
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                image.load()
+                return _pil_to_rgb(image)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageReadError(
+            f"{path}: image too large ({exc}); at most {max_pixels} pixels expected"
+        ) from None
+    except Image.UnidentifiedImageError:
+        raise ImageReadError(f"{path}: not an image file Pillow can read") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageReadError(f"{path}: unreadable image ({exc})") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
