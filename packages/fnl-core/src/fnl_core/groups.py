@@ -13,6 +13,8 @@ BOX_HEADS = "fnl.box_heads"
 DENSEPOSE_HEADS = "fnl.densepose_heads"
 DENSEPOSE_PREDICTORS = "fnl.densepose_predictors"
 DENSEPOSE_LOSSES = "fnl.densepose_losses"
+DENSEPOSE_DECODERS = "fnl.densepose_decoders"
+DENSEPOSE_EMBEDDERS = "fnl.densepose_embedders"
 QUANTIZERS = "fnl.quantizers"
 SURFACES = "fnl.surfaces"
 EVALUATORS = "fnl.evaluators"
@@ -31,6 +33,8 @@ COMPONENT_GROUPS: dict[str, str] = {
     DENSEPOSE_HEADS: "fnl-heads",
     DENSEPOSE_PREDICTORS: "fnl-heads",
     DENSEPOSE_LOSSES: "fnl-heads",
+    DENSEPOSE_DECODERS: "fnl-heads",
+    DENSEPOSE_EMBEDDERS: "fnl-heads",
     QUANTIZERS: "fnl-quant",
     SURFACES: "fnl-eval",
     EVALUATORS: "fnl-eval",
