@@ -21,6 +21,7 @@ EVALUATORS = "fnl.evaluators"
 DATASETS = "fnl.datasets"
 PRESETS = "fnl.presets"
 SPECS = "fnl.specs"
+MODELS = "fnl.models"
 COMMANDS = "fnl.commands"
 
 #: Component groups, in the order ``fnl list`` shows them, with the fnl package that ships
@@ -41,6 +42,7 @@ COMPONENT_GROUPS: dict[str, str] = {
     DATASETS: "fnl-data",
     PRESETS: "fnl-detector",
     SPECS: "fnl-detector",
+    MODELS: "fnl-detector",
 }
 
 #: Every group the registry knows, including the CLI's subcommand group.
