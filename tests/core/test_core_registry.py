@@ -74,9 +74,63 @@ def test_same_name_from_two_distributions_is_an_error_naming_both(monkeypatch):
             ]
         ),
     )
-    with pytest.raises(registry.AmbiguousComponentError, match="dist-a, dist-b"):
+    with pytest.raises(registry.AmbiguousComponentError, match="dist-a, dist-b") as info:
         registry.get(NECKS, "dup")
+    assert "name one exactly: 'dist-a:dup' or 'dist-b:dup'" in str(info.value)
     assert [i.distribution for i in registry.entries(NECKS)] == ["dist-a", "dist-b"]
+    # the way out: a distribution-qualified name resolves exactly (any spelling of the dist)
+    import json
+
+    assert registry.get(NECKS, "dist-b:dup") is json.loads
+    assert registry.get(NECKS, "Dist_A:dup") is json.dumps
+    assert registry.resolve(NECKS, "dist-b:dup").qualified_name == "dist-b:dup"
+    with pytest.raises(registry.UnknownComponentError, match="'dist-c:dup'"):
+        registry.get(NECKS, "dist-c:dup")
+
+
+def test_vendor_names_resolve_by_their_short_name_unless_ambiguous(monkeypatch):
+    points = [
+        (NECKS, "acme.pan", "json:dumps", FakeDist("acme-fnl")),
+        (NECKS, "acme.fpn", "json:loads", FakeDist("acme-fnl")),
+        (NECKS, "other.pan", "json:loads", FakeDist("other-fnl")),
+    ]
+    monkeypatch.setattr(registry, "entry_points", fake_entry_points(points))
+    import json
+
+    assert registry.get(NECKS, "fpn") is json.loads
+    assert registry.resolve(NECKS, "fpn").name == "acme.fpn"
+    assert registry.get(NECKS, "acme.pan") is json.dumps
+    with pytest.raises(registry.AmbiguousComponentError) as info:
+        registry.get(NECKS, "pan")
+    msg = str(info.value)
+    assert "acme.pan (acme-fnl), other.pan (other-fnl)" in msg
+    assert "name one exactly: 'acme.pan' or 'other.pan'" in msg
+
+
+def test_require_names_what_to_install(monkeypatch):
+    monkeypatch.setattr(registry, "entry_points", fake_entry_points([]))
+    with pytest.raises(registry.MissingComponentError) as info:
+        registry.require(
+            "evaluators", "densepose_coco", purpose="fnl train", extra="fnl-detector[eval]"
+        )
+    msg = str(info.value)
+    assert "\n" not in msg
+    assert "fnl train needs the fnl.evaluators component 'densepose_coco'" in msg
+    assert "pip install 'fnl-detector[eval]'" in msg
+    with pytest.raises(registry.MissingComponentError, match="install fnl-data"):
+        registry.require("datasets", "toy", purpose="fnl train")
+
+
+def test_require_module_names_the_extra():
+    assert registry.require_module("json", purpose="x", extra="y").dumps
+    with pytest.raises(registry.MissingDependencyError) as info:
+        registry.require_module(
+            "fnl_no_such_module.sub", purpose="fnl quantize", extra="fnl-detector[quant]"
+        )
+    msg = str(info.value)
+    assert "fnl quantize needs the Python package 'fnl_no_such_module'" in msg
+    assert "pip install 'fnl-detector[quant]'" in msg
+    assert isinstance(info.value, ImportError) and isinstance(info.value, ValueError)
 
 
 def test_loading_is_lazy_and_cached(monkeypatch):

@@ -9,8 +9,9 @@ from detector_standins import tiny_spec
 from pydantic import ValidationError
 
 from fnl_core import groups, registry
+from fnl_core.presets import PresetFile
 from fnl_core.spec import SpecFileError, format_validation_error, spec_json_schema
-from fnl_detector.presets import Preset, builtin_preset_names
+from fnl_detector.presets import builtin_preset_names
 from fnl_detector.spec import SPEC_VERSION, DetectorSpec, load_spec
 
 
@@ -81,12 +82,12 @@ def test_json_schema_lists_components(tiny_components):
 def test_presets_from_files_overrides_and_chains(tiny_components, tmp_path):
     base = tmp_path / "base.json"
     base.write_text(json.dumps(tiny_spec()))
-    derived = Preset("tiny_derived", str(tmp_path / "derived.json"))
+    derived = PresetFile(__name__, str(tmp_path / "derived.json"))
     (tmp_path / "derived.json").write_text(
         json.dumps({"preset": "tiny_base", "test": {"nms_thresh": 0.3}})
     )
     with (
-        registry.registered(groups.PRESETS, "tiny_base", Preset("tiny_base", str(base))),
+        registry.registered(groups.PRESETS, "tiny_base", PresetFile(__name__, str(base))),
         registry.registered(groups.PRESETS, "tiny_derived", derived),
     ):
         spec = load_spec("tiny_derived", ["rpn.post_nms_top_n_test=50", "neck.channels=8"])

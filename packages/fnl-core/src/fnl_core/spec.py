@@ -22,10 +22,15 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
+    SerializationInfo,
     SerializeAsAny,
+    SerializerFunctionWrapHandler,
     ValidationError,
     create_model,
+    model_serializer,
 )
+from pydantic.fields import FieldInfo
 
 from fnl_core import registry
 from fnl_core.groups import normalize_group
@@ -52,6 +57,19 @@ class ComponentConfig(BaseModel):
 
     #: Entry-point group this config belongs to; set by subclasses (used in messages).
     group: ClassVar[str] = ""
+
+    #: The name the spec used when it qualified it by distribution (``dist:name``); written
+    #: back on dump so that a saved spec resolves to the same entry.
+    _registry_name: str | None = PrivateAttr(default=None)
+
+    @model_serializer(mode="wrap")
+    def _dump_registry_name(
+        self, handler: SerializerFunctionWrapHandler, info: SerializationInfo
+    ) -> Any:
+        data = handler(self)
+        if self._registry_name and isinstance(data, dict):
+            data["type"] = self._registry_name
+        return data
 
     def build(self, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError(f"{type(self).__name__} does not implement build()")
@@ -80,10 +98,17 @@ def resolve_component(group: str, value: Any) -> ComponentConfig:
             f'a {group} component needs a "type" naming one of: '
             f"{', '.join(registry.names(group)) or '(none installed)'}"
         )
+    info = registry.resolve(group, name)
     cls = registry.get(group, name)
     if not (isinstance(cls, type) and issubclass(cls, ComponentConfig)):
         raise ValueError(f"{group} entry {name!r} is {cls!r}, not a ComponentConfig subclass")
-    return cls.model_validate(value)
+    if info.name == name:
+        return cls.model_validate(value)
+    # a short name (``tiny_convnet`` for ``example.tiny_convnet``) or ``dist:name``
+    config = cls.model_validate({**value, "type": info.name})
+    if ":" in name:
+        config._registry_name = name
+    return config
 
 
 def Component(group: str) -> Any:  # noqa: N802 - reads as a type in annotations
@@ -112,6 +137,16 @@ def _component_group_of(annotation: Any) -> tuple[str | None, bool]:
                 group, _ = _component_group_of(inner[0])
                 return group, group is not None
     return None, False
+
+
+def component_group_of(field: FieldInfo) -> str | None:
+    """The registry group of a spec field declared ``Component(group)`` (optional or not)."""
+    group, _ = _component_group_of(field.annotation)
+    if group is None:
+        for meta in field.metadata:
+            if isinstance(meta, ComponentGroup):
+                return meta.group
+    return group
 
 
 def _group_union(group: str) -> Any:
@@ -277,6 +312,7 @@ __all__ = [
     "ComponentGroup",
     "ShapeSpec",
     "SpecFileError",
+    "component_group_of",
     "deep_merge",
     "format_validation_error",
     "group_json_schema",
