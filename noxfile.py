@@ -3,7 +3,8 @@
 * ``tests``      the whole workspace's default test run (what CI runs through `uv run pytest`)
 * ``isolated``   each package alone in a fresh venv with only its declared dependencies,
                  running that package's own tests (proves its dependency list is complete)
-* ``plugin``     installs the example third-party plugin next to the published packages
+* ``plugin``     installs the example third-party plugin (a backbone and a preset) next to the
+                 published packages and checks both, before and after
 * ``slow``       the tests marked slow (all 23 paper backbones, every preset, long training)
 * ``lint``       ruff check + ruff format --check
 * ``benchmarks`` the speed/size benchmarks; each prints JSON
@@ -56,7 +57,9 @@ def plugin(session: nox.Session) -> None:
     session.run("python", check, "--expect", "absent")
     session.install(str(ROOT / "examples" / "fnl-plugin-example"))
     session.run("fnl", "list", "backbones")
-    session.run("python", check, "--expect", "present")
+    session.run("fnl", "list", "presets")
+    session.run("python", check, "--expect", "present")  # builds the plugin's own preset
+    session.run("fnl", "info", "example.tiny_convnet_b", "--no-flops")
 
 
 @nox.session

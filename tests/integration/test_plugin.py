@@ -1,8 +1,10 @@
-"""A third-party plugin installed into a separate environment shows up and builds.
+"""A third-party plugin installed into a separate environment shows up, builds, and its preset
+works.
 
 The temporary environment sees the workspace's packages through a ``.pth`` file and gets the
 example plugin installed into it for real (built as a wheel from examples/fnl-plugin-example),
-so the plugin is discovered only through its installed entry point metadata.
+so the plugin is discovered only through its installed entry point metadata. The plugin's own
+``check_plugin.py`` (also what ``nox -s plugin`` runs) checks both states.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PLUGIN = ROOT / "examples" / "fnl-plugin-example"
+CHECK_PLUGIN = str(PLUGIN / "check_plugin.py")
 
 CHECK = textwrap.dedent(
     """
@@ -73,19 +76,25 @@ def test_plugin_is_unknown_before_and_works_after_install(plugin_env):
     uv, python = plugin_env
 
     before = json.loads(_run(python, "-c", CHECK).stdout)
-    assert "tiny_convnet" not in before["names"]
+    assert "example.tiny_convnet" not in before["names"]
     assert "unknown fnl.backbones component 'tiny_convnet'" in before["error"]
     listing = _run(python, "-m", "fnl_core.cli", "list", "backbones")
     assert listing.returncode == 0 and "tiny_convnet" not in listing.stdout
+    absent = _run(python, CHECK_PLUGIN, "--expect", "absent")
+    assert absent.returncode == 0, absent.stderr
 
     subprocess.run(
         [uv, "pip", "install", "-q", "--no-deps", "--python", str(python), str(PLUGIN)],
         check=True,
     )
-    listing = _run(python, "-m", "fnl_core.cli", "list", "backbones")
-    assert listing.returncode == 0, listing.stderr
-    row = next(line for line in listing.stdout.splitlines() if "tiny_convnet" in line)
-    assert "fnl-plugin-example" in row
+    for group, name in (
+        ("backbones", "example.tiny_convnet"),
+        ("presets", "example.tiny_convnet_b"),
+    ):
+        listing = _run(python, "-m", "fnl_core.cli", "list", group)
+        assert listing.returncode == 0, listing.stderr
+        row = next(line for line in listing.stdout.splitlines() if name in line)
+        assert "fnl-plugin-example" in row
 
     after = json.loads(_run(python, "-c", CHECK).stdout)
     assert "error" not in after, after
@@ -96,3 +105,13 @@ def test_plugin_is_unknown_before_and_works_after_install(plugin_env):
         "c5": [1, 64, 2, 2],
     }
     assert after["announced"] == {"c2": [8, 4], "c3": [16, 8], "c4": [32, 16], "c5": [64, 32]}
+
+    present = _run(python, CHECK_PLUGIN, "--expect", "present")
+    assert present.returncode == 0, present.stderr
+    assert "ok: preset example.tiny_convnet_b (fnl-plugin-example 0.1.0) built and ran" in (
+        present.stdout
+    )
+    info = _run(
+        python, "-m", "fnl_core.cli", "info", "example.tiny_convnet_b", "--no-flops", "--json"
+    )
+    assert info.returncode == 0, info.stderr

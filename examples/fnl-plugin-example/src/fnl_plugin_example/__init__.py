@@ -1,1 +1,2 @@
-"""Example FnL plugin: a tiny convolutional backbone registered under ``fnl.backbones``."""
+"""Example FnL plugin: a tiny backbone (``example.tiny_convnet``) and a preset using it
+(``example.tiny_convnet_b``)."""
