@@ -151,7 +151,7 @@ def test_non_local_block_starts_as_identity_and_learns(nl_norm):
 def test_group_norm_variant():
     head = DeepLabHeadConfig(norm="gn", channels=32, num_convs=2).build(in_channels=32)
     assert head.ASPP.convs[0][0].bias is None and isinstance(head.ASPP.convs[0][1], nn.GroupNorm)
-    assert head.body_conv_fcn1.bias is None and isinstance(head.body_norm1, nn.GroupNorm)
+    assert head.body_conv_fcn1.bias is None and isinstance(head.body_conv_fcn1.norm, nn.GroupNorm)
     assert head(rois(32)).shape == (3, 32, 8, 8)
     with pytest.raises(ValueError, match="multiple of 32"):
         DeepLabHeadConfig(norm="gn").build(in_channels=48)

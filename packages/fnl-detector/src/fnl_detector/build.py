@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fnl_core.spec import ShapeSpec
 from fnl_detector.spec import DetectorSpec, PoolerSpec, load_spec
 
 if TYPE_CHECKING:
@@ -110,13 +111,34 @@ def build_detector(spec: DetectorSpec | dict[str, Any] | str | Path) -> DensePos
     )
 
     dp = spec.densepose
-    dp_pooler, dp_channels = _pooler("densepose.pooler", dp.pooler, shapes)
+    dp_decoder = None
+    if dp.decoder is None:
+        dp_pooler, dp_channels = _pooler("densepose.pooler", dp.pooler, shapes)
+    else:
+        levels = dp.pooler.in_features
+        _level_channels("densepose.pooler.in_features", shapes, levels)
+        dp_decoder = dp.decoder.build(input_shape={n: shapes[n] for n in levels})
+        decoded = ShapeSpec(channels=dp_decoder.out_channels, stride=dp_decoder.common_stride)
+        dp_pooler, dp_channels = _pooler(
+            "densepose.pooler",
+            dp.pooler.model_copy(update={"in_features": levels[:1]}),
+            {levels[0]: decoded},
+        )
     dp_head = dp.head.build(in_channels=dp_channels)
     head_channels = getattr(dp_head, "out_channels", None)
     if not isinstance(head_channels, int):
         raise SpecBuildError(f"densepose.head: {type(dp_head).__name__} has no int out_channels")
     dp_predictor = dp.predictor.build(in_channels=head_channels, heatmap_size=dp.heatmap_size)
     dp_loss = dp.loss.build(heatmap_size=dp.heatmap_size)
+    dp_embedder = None
+    if dp.embedder is not None:
+        embed_size = getattr(dp.predictor, "embed_size", None)
+        if not isinstance(embed_size, int):
+            raise SpecBuildError(
+                f"densepose.embedder: the predictor {dp.predictor.type!r} gives no embeddings; "
+                "a mesh embedder needs an embedding predictor (densepose.predictor.type 'cse')"
+            )
+        dp_embedder = dp.embedder.build(embed_size=embed_size)
 
     roi_heads = RoIHeads(
         box_pooler=box_pooler,
@@ -126,6 +148,8 @@ def build_detector(spec: DetectorSpec | dict[str, Any] | str | Path) -> DensePos
         densepose_head=dp_head,
         densepose_predictor=dp_predictor,
         densepose_loss=dp_loss,
+        decoder=dp_decoder,
+        embedder=dp_embedder,
         bbox_reg_weights=spec.box_predictor.bbox_reg_weights,
         batch_size_per_image=spec.roi_heads.batch_size_per_image,
         positive_fraction=spec.roi_heads.positive_fraction,

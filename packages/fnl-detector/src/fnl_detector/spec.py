@@ -192,6 +192,16 @@ class DensePoseSpec(_Section):
     pooler: PoolerSpec = Field(
         default_factory=lambda: PoolerSpec(in_features=["p2"], resolution=32)
     )
+    decoder: Component(groups.DENSEPOSE_DECODERS) | None = Field(
+        None,
+        description="merge the pooler's levels into one map first (detectron2 DECODER_ON); "
+        "the pooler then reads that map only; null = pool the levels directly",
+    )
+    embedder: Component(groups.DENSEPOSE_EMBEDDERS) | None = Field(
+        None,
+        description="mesh vertex embeddings of a CSE model (predictor 'cse'); per-pixel "
+        "closest vertices are found against them",
+    )
     heatmap_size: int = Field(64, gt=0)
     iou_threshold: float = Field(
         0.7, ge=0.0, le=1.0, description="train on fg RoIs with IoU > this (strict)"

@@ -10,7 +10,14 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from fnl_core.groups import BOX_HEADS, DENSEPOSE_HEADS, DENSEPOSE_PREDICTORS, RPN_HEADS
+from fnl_core.groups import (
+    BOX_HEADS,
+    DENSEPOSE_DECODERS,
+    DENSEPOSE_EMBEDDERS,
+    DENSEPOSE_HEADS,
+    DENSEPOSE_PREDICTORS,
+    RPN_HEADS,
+)
 from fnl_core.spec import ComponentConfig
 
 _GN_GROUPS = 32
@@ -171,12 +178,26 @@ class DeepLabHeadConfig(ComponentConfig):
 
 
 class ChartPredictorConfig(ComponentConfig):
-    """Four parallel deconvs (k4, s2, p1): coarse segm (K), fine segm, U, V (25 each)."""
+    """Parallel deconvs (k4, s2, p1): coarse segm (K), fine segm, U, V (25 each), plus the
+    optional confidences of DensePose's ``DensePoseChartWithConfidencePredictor``."""
 
     group: ClassVar[str] = DENSEPOSE_PREDICTORS
     type: Literal["chart"] = "chart"
     coarse_channels: Literal[15, 2] = Field(
         15, description="Coarse segmentation classes: 15 (background + 14 parts) or 2 (bg/fg)."
+    )
+    uv_confidence: Literal["", "iid_iso", "indep_aniso"] = Field(
+        "",
+        description="UV confidence: '' none; 'iid_iso' adds sigma_2 (WC1 models); "
+        "'indep_aniso' adds sigma_2, kappa_u, kappa_v (WC2 models). Raw outputs.",
+    )
+    segm_confidence: bool = Field(
+        False,
+        description="Segmentation confidence (the 'M' models): adds fine/coarse_segm_confidence "
+        "= softplus(.) + epsilon and multiplies the fine/coarse logits by them.",
+    )
+    segm_confidence_epsilon: float = Field(
+        0.01, gt=0, description="Epsilon added to the segmentation confidences."
     )
 
     def build(self, in_channels: int, heatmap_size: int) -> Any:
@@ -186,14 +207,109 @@ class ChartPredictorConfig(ComponentConfig):
             in_channels=in_channels,
             heatmap_size=heatmap_size,
             coarse_channels=self.coarse_channels,
+            uv_confidence=self.uv_confidence,
+            segm_confidence=self.segm_confidence,
+            segm_confidence_epsilon=self.segm_confidence_epsilon,
         )
+
+
+class EmbeddingPredictorConfig(ComponentConfig):
+    """CSE predictor: deconvs to coarse segmentation (K) and per-pixel embeddings (E).
+
+    Pair it with a ``densepose.embedder`` (the mesh vertex embeddings) to get closest vertices.
+    """
+
+    group: ClassVar[str] = DENSEPOSE_PREDICTORS
+    type: Literal["cse"] = "cse"
+    embed_size: int = Field(16, gt=0, description="Embedding dimension E (d2 CSE.EMBED_SIZE).")
+    coarse_channels: int = Field(2, ge=2, description="Coarse segmentation classes.")
+
+    def build(self, in_channels: int, heatmap_size: int) -> Any:
+        from fnl_heads.predictor import EmbeddingPredictor
+
+        return EmbeddingPredictor(
+            in_channels=in_channels,
+            heatmap_size=heatmap_size,
+            embed_size=self.embed_size,
+            coarse_channels=self.coarse_channels,
+        )
+
+
+class FPNDecoderConfig(ComponentConfig):
+    """DensePose FPN feature decoder (detectron2 ``DECODER_ON``): every pooler level merged
+    into one map at ``common_stride``, which the DensePose pooler then reads."""
+
+    group: ClassVar[str] = DENSEPOSE_DECODERS
+    type: Literal["fpn"] = "fpn"
+    conv_dims: int = Field(256, gt=0, description="Width of the per-level convs.")
+    num_classes: int = Field(256, gt=0, description="Output channels (DECODER_NUM_CLASSES).")
+    common_stride: int = Field(4, gt=0, description="Output stride (DECODER_COMMON_STRIDE).")
+    norm: Literal["", "gn"] = Field("", description="'' (convs with bias) or 'gn'.")
+
+    def build(self, input_shape: dict[str, Any]) -> Any:
+        """``input_shape``: level name → ShapeSpec (channels, stride), finest first."""
+        from fnl_heads.decoder import DensePoseDecoder
+
+        if self.norm == "gn" and self.conv_dims % _GN_GROUPS:
+            raise ValueError(
+                f"densepose.decoder 'fpn': conv_dims = {self.conv_dims} must be a multiple of "
+                f"{_GN_GROUPS} for GroupNorm({_GN_GROUPS})"
+            )
+        return DensePoseDecoder(
+            in_features=list(input_shape),
+            in_channels=[s.channels for s in input_shape.values()],
+            strides=[s.stride for s in input_shape.values()],
+            conv_dims=self.conv_dims,
+            num_classes=self.num_classes,
+            common_stride=self.common_stride,
+            norm=self.norm,
+        )
+
+
+class VertexFeatureEmbedderConfig(ComponentConfig):
+    """CSE mesh vertex embeddings = normalize(features [V, F] @ embeddings [F, E]); the
+    features are a buffer filled from the checkpoint (DensePose ``vertex_feature``)."""
+
+    group: ClassVar[str] = DENSEPOSE_EMBEDDERS
+    type: Literal["vertex_feature"] = "vertex_feature"
+    mesh_name: str = Field("smpl_27554", min_length=1, description="Mesh name (key suffix).")
+    num_vertices: int = Field(27554, gt=0)
+    feature_dim: int = Field(256, gt=0)
+
+    def build(self, embed_size: int) -> Any:
+        from fnl_heads.cse import MeshEmbedder, VertexFeatureEmbedder
+
+        embedder = VertexFeatureEmbedder(
+            num_vertices=self.num_vertices, feature_dim=self.feature_dim, embed_dim=embed_size
+        )
+        return MeshEmbedder({self.mesh_name: embedder})
+
+
+class VertexDirectEmbedderConfig(ComponentConfig):
+    """CSE mesh vertex embeddings learned directly: normalize(embeddings [V, E])
+    (DensePose ``vertex_direct``)."""
+
+    group: ClassVar[str] = DENSEPOSE_EMBEDDERS
+    type: Literal["vertex_direct"] = "vertex_direct"
+    mesh_name: str = Field("smpl_27554", min_length=1, description="Mesh name (key suffix).")
+    num_vertices: int = Field(27554, gt=0)
+
+    def build(self, embed_size: int) -> Any:
+        from fnl_heads.cse import MeshEmbedder, VertexDirectEmbedder
+
+        embedder = VertexDirectEmbedder(num_vertices=self.num_vertices, embed_dim=embed_size)
+        return MeshEmbedder({self.mesh_name: embedder})
 
 
 __all__ = [
     "ChartPredictorConfig",
     "ConvBoxHeadConfig",
     "DeepLabHeadConfig",
+    "EmbeddingPredictorConfig",
     "FCBoxHeadConfig",
+    "FPNDecoderConfig",
     "StandardRPNHeadConfig",
     "V1ConvXHeadConfig",
+    "VertexDirectEmbedderConfig",
+    "VertexFeatureEmbedderConfig",
 ]

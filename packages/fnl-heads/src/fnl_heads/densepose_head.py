@@ -117,6 +117,20 @@ class NonLocalBlock(nn.Module):
         return self.W(y) + x
 
 
+class ConvNorm(nn.Conv2d):
+    """detectron2 ``Conv2d`` with a ``norm`` submodule: conv (no bias) → GroupNorm(32).
+
+    Keeps detectron2's parameter names (``body_conv_fcn1.weight``, ``body_conv_fcn1.norm.*``).
+    """
+
+    def __init__(self, cin: int, cout: int, kernel_size: int) -> None:
+        super().__init__(cin, cout, kernel_size, padding=kernel_size // 2, bias=False)
+        self.norm = nn.GroupNorm(32, cout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.norm(super().forward(x))
+
+
 class DeepLabHead(nn.Module):
     """ASPP [+ non-local] + ``num_convs`` × conv 3×3 (Parsing R-CNN / Mobile Parsing R-CNN).
 
@@ -129,7 +143,8 @@ class DeepLabHead(nn.Module):
         dilations: dilations of the ASPP 3×3 branches.
         non_local: insert a non-local block after the ASPP.
         non_local_norm: ``"bn"`` (FnL paper code) or ``"gn"`` (detectron2, FnL release).
-        norm: ``""`` (FnL: convs with bias, no norm) or ``"gn"`` (detectron2 default).
+        norm: ``""`` (FnL: convs with bias, no norm) or ``"gn"`` (detectron2 default; the
+            stacked convs then carry their GroupNorm as ``body_conv_fcn{i}.norm``).
 
     Every conv is Kaiming-normal (fan_out) initialised with zero bias (FnL re-initialises the
     whole head this way).
@@ -162,13 +177,13 @@ class DeepLabHead(nn.Module):
             NonLocalBlock(channels=project_channels, norm=non_local_norm) if non_local else None
         )
         self.num_convs = num_convs
-        self.norm = norm
         cin = project_channels
         for i in range(1, num_convs + 1):
-            conv = nn.Conv2d(cin, channels, kernel_size=3, padding=1, bias=not norm)
-            self.add_module(f"body_conv_fcn{i}", conv)
             if norm == "gn":
-                self.add_module(f"body_norm{i}", nn.GroupNorm(32, channels))
+                conv: nn.Module = ConvNorm(cin, channels, 3)
+            else:
+                conv = nn.Conv2d(cin, channels, kernel_size=3, padding=1)
+            self.add_module(f"body_conv_fcn{i}", conv)
             cin = channels
         self.out_channels = channels if num_convs > 0 else project_channels
         for module in self.modules():
@@ -180,11 +195,8 @@ class DeepLabHead(nn.Module):
         if self.NLBlock is not None:
             x = self.NLBlock(x)
         for i in range(1, self.num_convs + 1):
-            x = getattr(self, f"body_conv_fcn{i}")(x)
-            if self.norm == "gn":
-                x = getattr(self, f"body_norm{i}")(x)
-            x = F.relu(x, inplace=True)
+            x = F.relu(getattr(self, f"body_conv_fcn{i}")(x), inplace=True)
         return x
 
 
-__all__ = ["ASPP", "DeepLabHead", "NonLocalBlock", "V1ConvXHead"]
+__all__ = ["ASPP", "ConvNorm", "DeepLabHead", "NonLocalBlock", "V1ConvXHead"]

@@ -56,6 +56,16 @@ class ChartLossConfig(ComponentConfig):
         "when set, the output must have this many channels.",
     )
 
+    uv_confidence: Literal["", "iid_iso", "indep_aniso"] = Field(
+        "",
+        description="'' = smooth-L1 U/V losses; 'iid_iso' / 'indep_aniso' = one Gaussian "
+        "negative log-likelihood loss_densepose_UV that also trains the predictor's sigma_2 "
+        "(and kappa_u/v); set it to the predictor's uv_confidence (DensePose WC models).",
+    )
+    uv_confidence_epsilon: float = Field(
+        0.01, gt=0, description="Lower bound added to softplus(sigma_2) (UV_CONFIDENCE.EPSILON)."
+    )
+
     def build(self, heatmap_size: int) -> Any:
         """The loss module; ``heatmap_size`` is the predictor's output size S (HEATMAP_SIZE)."""
         from fnl_heads.losses import ChartDensePoseLoss
@@ -67,6 +77,8 @@ class ChartLossConfig(ComponentConfig):
             point_weight=self.point_weight,
             smooth_l1_beta=self.smooth_l1_beta,
             coarse_channels=self.coarse_channels,
+            uv_confidence=self.uv_confidence,
+            uv_confidence_epsilon=self.uv_confidence_epsilon,
         )
 
 

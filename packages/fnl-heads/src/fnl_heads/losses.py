@@ -19,6 +19,7 @@ the outputs (``output.sum() * 0``, §8) so that backward and DDP see every param
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -29,6 +30,12 @@ from fnl_core.structures import DensePoseTargets
 
 OUTPUT_KEYS = ("coarse_segm", "fine_segm", "u", "v")
 LOSS_KEYS = ("loss_densepose_U", "loss_densepose_V", "loss_densepose_I", "loss_densepose_S")
+#: UV confidence type → the predictor outputs its Gaussian loss reads besides u and v.
+UV_CONFIDENCE_KEYS = {
+    "": (),
+    "iid_iso": ("sigma_2",),
+    "indep_aniso": ("sigma_2", "kappa_u", "kappa_v"),
+}
 POINT_FRAME = 256.0
 """dp_x / dp_y units per box side in training (data_format.md §2.1: 256; the evaluator uses 255)."""
 
@@ -144,6 +151,40 @@ def fake_losses(outputs: dict[str, Tensor]) -> dict[str, Tensor]:
     }
 
 
+def iid_isotropic_gaussian_uv_loss(
+    u: Tensor, v: Tensor, sigma_2: Tensor, u_gt: Tensor, v_gt: Tensor, sigma_lower_bound: float
+) -> Tensor:
+    """Summed negative log-likelihood of (u_gt, v_gt) under an isotropic Gaussian centred at
+    (u, v) with variance ``softplus(sigma_2) + sigma_lower_bound`` (DensePose WC1 models)."""
+    sigma2 = F.softplus(sigma_2) + sigma_lower_bound
+    delta_sq = (u - u_gt) ** 2 + (v - v_gt) ** 2
+    return (0.5 * (math.log(2 * math.pi) + 2 * torch.log(sigma2) + delta_sq / sigma2)).sum()
+
+
+def indep_anisotropic_gaussian_uv_loss(
+    u: Tensor,
+    v: Tensor,
+    sigma_2: Tensor,
+    kappa_u: Tensor,
+    kappa_v: Tensor,
+    u_gt: Tensor,
+    v_gt: Tensor,
+    sigma_lower_bound: float,
+) -> Tensor:
+    """Summed negative log-likelihood of (u_gt, v_gt) under a Gaussian with covariance
+    ``sigma² I + r rᵀ``, ``r = (kappa_u, kappa_v)`` (DensePose WC2 models)."""
+    sigma2 = F.softplus(sigma_2) + sigma_lower_bound
+    r_sq = kappa_u**2 + kappa_v**2
+    du, dv = u - u_gt, v - v_gt
+    delta_sq = du**2 + dv**2
+    delta_r_sq = (du * kappa_u + dv * kappa_v) ** 2
+    denom2 = sigma2 * (sigma2 + r_sq)
+    nll = 0.5 * (
+        math.log(2 * math.pi) + torch.log(denom2) + delta_sq / sigma2 - delta_r_sq / denom2
+    )
+    return nll.sum()
+
+
 class ChartDensePoseLoss(nn.Module):
     """DensePose chart losses: ``(outputs, targets) -> {loss_densepose_U/V/I/S}``, weighted.
 
@@ -154,6 +195,11 @@ class ChartDensePoseLoss(nn.Module):
         point_weight: weight of the summed U and V losses (d2 POINT_REGRESSION_WEIGHTS).
         smooth_l1_beta: beta of the U/V smooth-L1.
         coarse_channels: 2 (fg/bg targets) or 15 (part labels); None takes K from the output.
+        uv_confidence: ``""``: smooth-L1 U and V losses; ``"iid_iso"`` / ``"indep_aniso"``:
+            one Gaussian negative log-likelihood ``loss_densepose_UV`` (weighted by
+            ``point_weight``) that also trains the predictor's ``sigma_2`` (and ``kappa_u``,
+            ``kappa_v``), as DensePose's ``DensePoseChartWithConfidenceLoss``.
+        uv_confidence_epsilon: lower bound added to ``softplus(sigma_2)``.
 
     Which RoIs and points count (losses.md §2, §4–§6, §8):
 
@@ -173,8 +219,16 @@ class ChartDensePoseLoss(nn.Module):
         point_weight: float = 0.1,
         smooth_l1_beta: float = 1.0,
         coarse_channels: int | None = None,
+        uv_confidence: str = "",
+        uv_confidence_epsilon: float = 0.01,
     ) -> None:
         super().__init__()
+        if uv_confidence not in UV_CONFIDENCE_KEYS:
+            raise ValueError(
+                f"uv_confidence must be one of {sorted(UV_CONFIDENCE_KEYS)}, got {uv_confidence!r}"
+            )
+        self.uv_confidence = uv_confidence
+        self.uv_confidence_epsilon = uv_confidence_epsilon
         if heatmap_size <= 0:
             raise ValueError(f"heatmap_size must be positive, got {heatmap_size}")
         if coarse_channels not in (None, 2, 15):
@@ -190,11 +244,14 @@ class ChartDensePoseLoss(nn.Module):
         return (
             f"heatmap_size={self.heatmap_size}, index_weight={self.index_weight}, "
             f"part_weight={self.part_weight}, point_weight={self.point_weight}, "
-            f"smooth_l1_beta={self.smooth_l1_beta}, coarse_channels={self.coarse_channels}"
+            f"smooth_l1_beta={self.smooth_l1_beta}, coarse_channels={self.coarse_channels}, "
+            f"uv_confidence={self.uv_confidence!r}"
         )
 
     def _check_outputs(self, outputs: dict[str, Tensor]) -> None:
-        missing = [k for k in OUTPUT_KEYS if k not in outputs]
+        missing = [
+            k for k in (*OUTPUT_KEYS, *UV_CONFIDENCE_KEYS[self.uv_confidence]) if k not in outputs
+        ]
         if missing:
             raise KeyError(
                 f"DensePose chart loss: predictor outputs lack {missing}; "
@@ -236,7 +293,7 @@ class ChartDensePoseLoss(nn.Module):
             )
         point_roi = targets.point_roi.to(device=device, dtype=torch.long)
         if n == 0 or point_roi.numel() == 0:
-            return fake_losses(outputs)
+            return self._fake_losses(outputs)
 
         geo = torch.promote_types(targets.proposals.dtype, torch.float32)
         proposals = xyxy_to_xywh(targets.proposals.to(device=device, dtype=geo))
@@ -259,14 +316,39 @@ class ChartDensePoseLoss(nn.Module):
         )
         valid_fg = grid.valid & (labels > 0)
         if not bool(valid_fg.any()):
-            return fake_losses(outputs)
+            return self._fake_losses(outputs)
 
         losses: dict[str, Tensor] = {}
-        for key, pred, gt in (("U", u, targets.point_u), ("V", v, targets.point_v)):
-            est = sample_at_points(pred, point_roi, grid, labels)[valid_fg]
-            ref = gt.to(device=device, dtype=est.dtype)[valid_fg]
-            loss = F.smooth_l1_loss(est, ref, reduction="sum", beta=self.smooth_l1_beta)
-            losses[f"loss_densepose_{key}"] = loss * self.point_weight
+        if self.uv_confidence:
+            est = {
+                key: sample_at_points(outputs[key], point_roi, grid, labels)[valid_fg]
+                for key in ("u", "v", *UV_CONFIDENCE_KEYS[self.uv_confidence])
+            }
+            u_gt = targets.point_u.to(device=device, dtype=est["u"].dtype)[valid_fg]
+            v_gt = targets.point_v.to(device=device, dtype=est["v"].dtype)[valid_fg]
+            eps = self.uv_confidence_epsilon
+            if self.uv_confidence == "iid_iso":
+                nll = iid_isotropic_gaussian_uv_loss(
+                    est["u"], est["v"], est["sigma_2"], u_gt, v_gt, eps
+                )
+            else:
+                nll = indep_anisotropic_gaussian_uv_loss(
+                    est["u"],
+                    est["v"],
+                    est["sigma_2"],
+                    est["kappa_u"],
+                    est["kappa_v"],
+                    u_gt,
+                    v_gt,
+                    eps,
+                )
+            losses["loss_densepose_UV"] = nll * self.point_weight
+        else:
+            for key, pred, gt in (("U", u, targets.point_u), ("V", v, targets.point_v)):
+                est = sample_at_points(pred, point_roi, grid, labels)[valid_fg]
+                ref = gt.to(device=device, dtype=est.dtype)[valid_fg]
+                loss = F.smooth_l1_loss(est, ref, reduction="sum", beta=self.smooth_l1_beta)
+                losses[f"loss_densepose_{key}"] = loss * self.point_weight
         fine_est = sample_at_points(fine, point_roi, grid)[grid.valid]
         losses["loss_densepose_I"] = (
             F.cross_entropy(fine_est, labels[grid.valid]) * self.part_weight
@@ -274,6 +356,17 @@ class ChartDensePoseLoss(nn.Module):
         losses["loss_densepose_S"] = self._coarse_loss(
             coarse, targets, point_roi, gt_boxes, proposals
         )
+        return losses
+
+    def _fake_losses(self, outputs: dict[str, Tensor]) -> dict[str, Tensor]:
+        losses = fake_losses(outputs)
+        if self.uv_confidence:
+            losses.pop("loss_densepose_U")
+            losses.pop("loss_densepose_V")
+            losses["loss_densepose_UV"] = (
+                sum(outputs[k].sum() for k in ("u", "v", *UV_CONFIDENCE_KEYS[self.uv_confidence]))
+                * 0
+            )
         return losses
 
     def _coarse_loss(
@@ -305,10 +398,13 @@ class ChartDensePoseLoss(nn.Module):
 __all__ = [
     "LOSS_KEYS",
     "OUTPUT_KEYS",
+    "UV_CONFIDENCE_KEYS",
     "ChartDensePoseLoss",
     "PointGrid",
     "coarse_segm_targets",
     "fake_losses",
+    "iid_isotropic_gaussian_uv_loss",
+    "indep_anisotropic_gaussian_uv_loss",
     "point_grid",
     "sample_at_points",
     "xyxy_to_xywh",

@@ -59,6 +59,8 @@ class RoIHeads(nn.Module):
         densepose_head: nn.Module,
         densepose_predictor: nn.Module,
         densepose_loss: Callable[[dict[str, Tensor], Any], dict[str, Tensor]],
+        decoder: nn.Module | None = None,
+        embedder: nn.Module | None = None,
         bbox_reg_weights: Sequence[float] = (10.0, 10.0, 5.0, 5.0),
         batch_size_per_image: int = 512,
         positive_fraction: float = 0.25,
@@ -77,6 +79,11 @@ class RoIHeads(nn.Module):
         self.densepose_head = densepose_head
         self.densepose_predictor = densepose_predictor
         self.densepose_loss = densepose_loss
+        #: Optional DensePose feature decoder (detectron2 ``roi_heads.decoder``): merges the
+        #: pooler's levels into the one map the DensePose pooler reads.
+        self.decoder = decoder
+        #: Optional CSE mesh vertex embedder (detectron2 ``roi_heads.embedder``).
+        self.embedder = embedder
         self.num_classes = box_predictor.num_classes
         self.box_coder = BoxCoder(tuple(bbox_reg_weights), DEFAULT_SCALE_CLAMP)
         self.matcher = Matcher(iou_threshold, iou_threshold, allow_low_quality_matches=False)
@@ -151,8 +158,16 @@ class RoIHeads(nn.Module):
             return {
                 k: ref.new_zeros((0, *shape)) for k, shape in self.densepose_output_shapes.items()
             }
-        x = self.densepose_pooler(features, boxes)
+        x = self.densepose_pooler(self.densepose_features(features), boxes)
         return self.densepose_predictor(self.densepose_head(x))
+
+    def densepose_features(self, features: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The features the DensePose pooler reads: the decoder's single map when there is a
+        decoder (named after its finest input level), else the neck features."""
+        if self.decoder is None:
+            return features
+        names = self.decoder.in_features
+        return {names[0]: self.decoder([features[n] for n in names])}
 
     # ------------------------------------------------------------------ training
     @torch.no_grad()
@@ -240,7 +255,7 @@ class RoIHeads(nn.Module):
             boxes.append(s["proposals"][sel])
             gt_boxes.append(t["boxes"][s["matched_idxs"][sel]])
             annotations.extend(dp[m[i]] for i in idx)
-        x = self.densepose_pooler(features, boxes)
+        x = self.densepose_pooler(self.densepose_features(features), boxes)
         outputs = self.densepose_predictor(self.densepose_head(x))
         if not annotations:
             zero = sum(v.sum() for v in outputs.values()) * 0.0
