@@ -272,6 +272,16 @@ def provenance(spec: dict[str, Any], spec_name: str = "detector") -> dict[str, d
     return out
 
 
+#: Key under which :func:`with_provenance` stores the record in a spec file; spec loaders drop
+#: keys starting with ``$`` (``$schema`` too), so the file stays a loadable spec.
+PROVENANCE_KEY = "$provenance"
+
+
+def with_provenance(spec: dict[str, Any], spec_name: str = "detector") -> dict[str, Any]:
+    """``spec`` plus its :func:`provenance` under ``"$provenance"`` (for a run's ``spec.json``)."""
+    return {**spec, PROVENANCE_KEY: provenance(spec, spec_name)}
+
+
 def _walk_provenance(model: Any, data: Any, prefix: str, out: dict[str, dict[str, str]]) -> None:
     import typing
 

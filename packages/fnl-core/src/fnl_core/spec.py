@@ -211,7 +211,13 @@ def _materialize(model: type[BaseModel], cache: dict[type, type]) -> type[BaseMo
 def spec_json_schema(model: type[BaseModel]) -> dict[str, Any]:
     """JSON Schema of a spec model, listing every component installed right now."""
     schema = _materialize(model, {}).model_json_schema(mode="validation")
-    schema.setdefault("properties", {})["$schema"] = {"type": "string"}
+    properties = schema.setdefault("properties", {})
+    properties["$schema"] = {"type": "string"}
+    properties[registry.PROVENANCE_KEY] = {
+        "type": "object",
+        "description": "written by fnl: the package and version that provided each component "
+        "(ignored when the spec is loaded)",
+    }
     return schema
 
 

@@ -65,7 +65,9 @@ def require_export_deps(*, need_onnx: bool = True) -> tuple[Any, Any]:
         if need_onnx:
             import onnx
     except ImportError as exc:
-        raise ImportError(
+        from fnl_core.registry import MissingDependencyError  # an ImportError the CLI prints
+
+        raise MissingDependencyError(
             f"ONNX export needs onnx and onnxruntime ({exc.name} is missing): "
             "pip install 'fnl-detector[export]'"
         ) from exc

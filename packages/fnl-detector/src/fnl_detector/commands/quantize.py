@@ -127,13 +127,19 @@ def _run(args: argparse.Namespace) -> int:
     import tempfile
     from pathlib import Path
 
+    from fnl_core import groups, registry
+
+    # fnl-quant is optional (the fnl-detector[quant] extra): say so in one line when missing
+    purpose, extra = "fnl quantize", "fnl-detector[quant]"
+    registry.require(groups.QUANTIZERS, args.method, purpose=purpose, extra=extra)
+    artifact = registry.require_module("fnl_quant.artifact", purpose=purpose, extra=extra)
+    quantizers = registry.require_module("fnl_quant.quantizers", purpose=purpose, extra=extra)
+
     import torch
 
     from fnl_detector.build import build_detector
     from fnl_detector.convert import load_weights
     from fnl_detector.spec import load_spec
-    from fnl_quant.artifact import save_quantized, state_dict_megabytes
-    from fnl_quant.quantizers import quantization_plan
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -155,17 +161,17 @@ def _run(args: argparse.Namespace) -> int:
     int8 = quantizer.convert(prepared)
 
     out = Path(args.out)
-    save_quantized(
+    artifact.save_quantized(
         int8, out, config, extra={"spec": spec.model_dump(mode="json"), "weights": args.weights}
     )
     (out / "spec.json").write_text(spec.model_dump_json(indent=2) + "\n", encoding="utf-8")
     with tempfile.TemporaryDirectory() as tmp:
-        mb_float = state_dict_megabytes(model, Path(tmp) / "float.pt")
+        mb_float = artifact.state_dict_megabytes(model, Path(tmp) / "float.pt")
     mb_int8 = (out / "model_int8.pt").stat().st_size / 1e6
     report = {
         "method": args.method,
         "out": str(out),
-        "units": quantization_plan(int8)["units"],
+        "units": quantizers.quantization_plan(int8)["units"],
         **trained,
         "size_mb": {"float32": round(mb_float, 3), "int8": round(mb_int8, 3)},
         **compare(model, int8, args.size, args.detections, args.runs),

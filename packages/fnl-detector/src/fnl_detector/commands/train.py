@@ -90,6 +90,7 @@ def _configure(parser: argparse.ArgumentParser) -> None:
 def _run(args: argparse.Namespace) -> int:
     from fnl_detector.spec import load_spec
     from fnl_detector.train import distributed as dist_utils
+    from fnl_detector.train.evaluate import require_evaluator
     from fnl_detector.train.loop import Trainer, select_device
     from fnl_detector.train.sources import parse_data
 
@@ -99,6 +100,8 @@ def _run(args: argparse.Namespace) -> int:
     source = parse_data(
         args.data, args.data_options, args.train_split, args.val_split, args.surface
     )
+    if source.val_split:  # fnl-eval is optional: fail now, not after training
+        require_evaluator(source.surface, purpose="fnl train's evaluation")
     info = dist_utils.from_env()
     dist_utils.init(info, select_device(config.device, info.local_rank))
     # rank 0 generates / indexes the data first; the others then read the cached files

@@ -69,6 +69,14 @@ def subset_gt_json(gt_json: Path, image_ids: set[int], out_path: Path) -> Path:
     return out_path
 
 
+def require_evaluator(surface: str | None, purpose: str, evaluator: str = "densepose_coco") -> None:
+    """Fail now, in one line naming what to install, if :func:`build_evaluator` would fail
+    later (the evaluator comes with fnl-eval, the ``fnl-detector[eval]`` extra)."""
+    registry.require(groups.EVALUATORS, evaluator, purpose=purpose, extra="fnl-detector[eval]")
+    if surface is not None:
+        registry.require(groups.SURFACES, surface, purpose=purpose)
+
+
 def build_evaluator(surface: str | None, evaluator: str = "densepose_coco") -> Any:
     """The registered evaluator on the registered body surface named ``surface``.
 

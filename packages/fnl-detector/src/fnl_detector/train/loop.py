@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from fnl_core.registry import with_provenance
 from fnl_core.structures import DensePoseDataset
 from fnl_detector.train import distributed as dist_utils
 from fnl_detector.train.checkpoint import CheckpointDir, CheckpointError, save_weights
@@ -159,7 +160,8 @@ class Trainer:
     def _write_run_files(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if self.spec is not None and hasattr(self.spec, "to_dict"):
-            (self.run_dir / SPEC_FILE).write_text(json.dumps(self.spec.to_dict(), indent=2))
+            spec_record = with_provenance(self.spec.to_dict())  # + package/version per part
+            (self.run_dir / SPEC_FILE).write_text(json.dumps(spec_record, indent=2))
         (self.run_dir / CONFIG_FILE).write_text(self.config.model_dump_json(indent=2))
 
     def _resume(self) -> None:
