@@ -4,6 +4,9 @@ Importing this package stays light (no torch): the model classes load on first u
 
 >>> from fnl_detector import build_detector
 >>> model = build_detector("mobile_parsing_rcnn_b")  # doctest: +SKIP
+>>> from fnl_detector import Predictor
+>>> predictor = Predictor("mobile_parsing_rcnn_b", "b.safetensors")  # doctest: +SKIP
+>>> result = predictor("photo.jpg")  # boxes, scores, labels, densepose  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from typing import Any
 from fnl_detector.build import build_detector
 from fnl_detector.spec import DetectorSpec, load_spec
 
-__all__ = ["DensePoseRCNN", "DetectorSpec", "build_detector", "load_spec"]
+__all__ = ["DensePoseRCNN", "DetectorSpec", "Predictor", "build_detector", "load_spec"]
 
 
 def __getattr__(name: str) -> Any:
@@ -21,4 +24,8 @@ def __getattr__(name: str) -> Any:
         from fnl_detector.modeling.detector import DensePoseRCNN
 
         return DensePoseRCNN
+    if name == "Predictor":
+        from fnl_detector.predictor import Predictor
+
+        return Predictor
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -56,7 +56,16 @@ class InputSpec(_Section):
     size_divisibility: int | None = Field(
         None, gt=0, description="pad to a multiple of this (default: the neck's)"
     )
-    interpolation: Literal["bilinear", "nearest"] = "bilinear"
+    resize: Literal["pil_bilinear_uint8", "interpolate"] = Field(
+        "pil_bilinear_uint8",
+        description="test-time resize done by fnl_detector.Predictor: 'pil_bilinear_uint8' "
+        "resamples the uint8 image with Pillow's BILINEAR filter, as the reference "
+        "implementations do (exact same pixels); 'interpolate' resizes the float image inside "
+        "the model with torch (interpolation / antialias below), as training does",
+    )
+    interpolation: Literal["bilinear", "nearest"] = Field(
+        "bilinear", description="torch resize mode (training, and resize='interpolate')"
+    )
     antialias: bool = Field(
         True, description="antialias when shrinking (closest to Pillow's BILINEAR resize)"
     )
@@ -281,9 +290,8 @@ class DetectorSpec(_Section):
 
 
 def migrate_spec(data: dict[str, Any]) -> dict[str, Any]:
-    """Bring an older spec dict to :data:`SPEC_VERSION` (drops ``$``-keys: the editor-only
-    ``$schema`` and the ``$provenance`` record that fnl writes into run files)."""
-    data = {k: v for k, v in data.items() if not k.startswith("$")}
+    """Bring an older spec dict to :data:`SPEC_VERSION` (drops the editor-only ``$schema``)."""
+    data = {k: v for k, v in data.items() if k != "$schema"}
     version = data.get("spec_version", SPEC_VERSION)
     if isinstance(version, int) and version > SPEC_VERSION:
         raise ValueError(

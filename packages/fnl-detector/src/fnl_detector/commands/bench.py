@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 from typing import Any
 
 from fnl_core.command import Command
@@ -23,20 +25,25 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=int, default=2, help="untimed runs per model (default 2)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    parser.add_argument(
+        "--plain",
+        action="store_true",
+        help="time the unoptimised model (as built: no BN folding, NCHW, serial RoIAlign/NMS); "
+        "without it, the Predictor as fnl predict and the Python API run it",
+    )
     parser.add_argument("--no-fold-bn", action="store_true", help="keep BatchNorm layers")
     parser.add_argument(
         "--channels-last",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="run convolutions in channels_last (default; measured: Mobile B 1.5x faster on a "
-        "2-core CPU, the ResNet-50 baseline unchanged)",
+        help="run convolutions in channels_last (default on CPU; see docs/inference.md)",
     )
     parser.add_argument(
         "--parallel-ops",
         action=argparse.BooleanOptionalAction,
         default=True,
         help="run torchvision's single-threaded RoIAlign/NMS kernels on pieces side by side "
-        "(default; measured on 2 cores at 512 px: ResNet-50 baseline 1.10x, Mobile B 1.03x faster)",
+        "(default; bit-identical results)",
     )
     parser.add_argument("--json", action="store_true", help="print a JSON list")
 
@@ -51,75 +58,91 @@ def run_benchmark(
     warmup: int = 2,
     threads: int | None = None,
     device: str | None = None,
+    plain: bool = False,
     fold_bn: bool = True,
-    channels_last: bool = False,
+    channels_last: bool = True,
     parallel_ops: bool = True,
+    progress: Any = None,
 ) -> list[dict[str, Any]]:
-    """Median latency of each model (models alternate run by run in this process).
+    """Median latency of each model's :class:`~fnl_detector.Predictor` on one uint8 image
+    (preprocessing included; models alternate run by run in this process).
 
+    Each model is built with the benchmark overrides (exactly ``detections`` detections, short
+    side ``size``), its BatchNorm statistics calibrated on the image (weights are random), then
+    wrapped by ``Predictor.from_model`` with the speed-ups (or none with ``plain``).
     ``ratio`` is the speed-up over the first model: its median divided by this one's.
     """
     import torch
 
     from fnl_detector.analysis import (
         benchmark_image,
+        benchmark_overrides,
+        calibrate_batch_norm,
         median,
-        prepare_benchmark_model,
+        parameter_counts,
         time_models,
     )
-    from fnl_detector.modeling.parallel import set_parallel_ops
+    from fnl_detector.build import build_detector
+    from fnl_detector.predictor import Predictor
+    from fnl_detector.spec import load_spec
 
+    say = progress or (lambda message: None)
     if threads:
         torch.set_num_threads(threads)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
-    image = benchmark_image(size).to(dev)
-    models = []
+    image = benchmark_image(size).round().to(torch.uint8)
+    pixels = image.permute(1, 2, 0).numpy()
+    predictors, params = [], []
     for name in specs:
+        say(f"building {name}...")
         torch.manual_seed(0)
-        models.append(
-            prepare_benchmark_model(
-                name,
-                image,
-                detections,
-                overrides=overrides,
-                fold_bn=fold_bn,
-                channels_last=channels_last,
-                device=dev,
-            )
+        spec = load_spec(name, [*overrides, *benchmark_overrides(size, detections)])
+        model = build_detector(spec).to(dev).eval()
+        params.append(parameter_counts(model)["total"])
+        calibrate_batch_norm(model, [image.float().to(dev)])
+        predictor = Predictor.from_model(
+            model,
+            optimize=not plain,
+            copy_model=False,
+            fold_bn=fold_bn,
+            channels_last=channels_last and dev.type == "cpu",
+            parallel_ops=parallel_ops and not plain,
         )
-
-    def call(model: Any) -> Any:
-        def fn() -> Any:
-            with torch.inference_mode():
-                return model([image])
-
-        return fn
-
-    fns = [call(m) for m in models]
-    previous = set_parallel_ops(parallel_ops)
-    try:
-        counts = [len(fn()[0]["boxes"]) for fn in fns]
-        times = time_models(fns, runs=runs, warmup=warmup, sync=sync)
-    finally:
-        set_parallel_ops(previous)
+        got = len(predictor(pixels)["boxes"])
+        if got != detections:
+            raise RuntimeError(
+                f"{name}: {got} detections reach the DensePose head instead of {detections} "
+                "(too few proposals survive NMS at this input size)"
+            )
+        predictors.append(predictor)
+    say(f"timing {len(specs)} model(s): {warmup} warm-up and {runs} timed runs each...")
+    times = time_models(
+        [lambda p=p: p(pixels) for p in predictors], runs=runs, warmup=warmup, sync=sync
+    )
     medians = [median(t) for t in times]
     return [
         {
             "name": str(name),
-            "params": model.spec_params,
+            "params": n_params,
             "median_ms": round(med, 2),
-            "detections": count,
+            "detections": detections,
             "ratio": round(medians[0] / med, 3),
             "device": dev.type,
             "threads": torch.get_num_threads(),
-            "input_hw": list(image.shape[-2:]),
+            "input_hw": [int(s) for s in image.shape[-2:]],
+            "plain": plain,
+            "optimizations": {k: v for k, v in p.optimizations.items()},
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", ""),
         }
-        for name, model, med, count in zip(specs, models, medians, counts)
+        for name, n_params, med, p in zip(specs, params, medians, predictors)
     ]
 
 
 def _run(args: argparse.Namespace) -> int:
+    from fnl_detector.threads import prefer_passive_omp_wait
+
+    prefer_passive_omp_wait()
     rows = run_benchmark(
         args.specs,
         overrides=args.overrides,
@@ -129,9 +152,11 @@ def _run(args: argparse.Namespace) -> int:
         warmup=args.warmup,
         threads=args.threads,
         device=args.device,
+        plain=args.plain,
         fold_bn=not args.no_fold_bn,
         channels_last=args.channels_last,
         parallel_ops=args.parallel_ops,
+        progress=lambda message: print(message, file=sys.stderr, flush=True),
     )
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -150,13 +175,14 @@ def _run(args: argparse.Namespace) -> int:
 
 
 command = Command(
-    help="inference latency of presets/specs on the same image (median, models alternating)",
+    help="inference latency of presets/specs as users get it (the Predictor; --plain: as built)",
     configure=_configure,
     run=_run,
-    description="Times inference of each model on one fixed image with exactly --detections "
-    "detections reaching the DensePose head (score threshold 0, detections per image K; "
-    "BatchNorm statistics calibrated on the image since weights are random; BN folded into "
-    "convs unless --no-fold-bn). Runs --warmup untimed then --runs timed passes per model, "
-    "alternating models, and reports the median; 'ratio' / speed-up = first model's median "
-    "divided by this model's.",
+    description="Times fnl_detector.Predictor (what fnl predict and the Python API run: uint8 "
+    "image in, preprocessing, BN folded, channels_last, parallel RoIAlign/NMS; --plain: the "
+    "model as built) on one fixed image with exactly --detections detections reaching the "
+    "DensePose head (score threshold 0, detections per image K; BatchNorm statistics "
+    "calibrated on the image since weights are random). Runs --warmup untimed then --runs timed "
+    "passes per model, alternating models, and reports the median; 'ratio' / speed-up = first "
+    "model's median divided by this model's. OMP_WAIT_POLICY is set to PASSIVE unless set.",
 )

@@ -29,45 +29,35 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true")
 
 
-def measure_latency(model: Any, images: list[Any], device: Any, warmup: int = 2) -> float:
-    """Mean inference time per image in milliseconds (batch of one, after warm-up)."""
+def measure_latency(predictor: Any, images: list[Any], warmup: int = 2) -> float:
+    """Mean time per image in milliseconds of a :class:`~fnl_detector.Predictor` (batch of one,
+    preprocessing included, after warm-up)."""
     import torch
 
-    from fnl_detector.train.evaluate import image_tensor
-
-    model.eval()
-    tensors = [image_tensor(im, device) for im in images]
-    with torch.inference_mode():
-        for t in tensors[:warmup]:
-            model([t])
-        start = time.perf_counter()
-        for t in tensors:
-            model([t])
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-    return 1000.0 * (time.perf_counter() - start) / max(len(tensors), 1)
+    for image in images[:warmup]:
+        predictor(image)
+    start = time.perf_counter()
+    for image in images:
+        predictor(image)
+    if predictor.device.type == "cuda":
+        torch.cuda.synchronize()
+    return 1000.0 * (time.perf_counter() - start) / max(len(images), 1)
 
 
-def write_gallery(model: Any, dataset: Any, out_path: Path, device: Any, count: int = 3) -> None:
+def write_gallery(predictor: Any, dataset: Any, out_path: Path, count: int = 3) -> None:
     """Predictions (left) next to ground truth (right) for the first ``count`` images."""
     import numpy as np
-    import torch
     from PIL import Image
 
-    from fnl_detector.postprocess import densepose_to_iuv
-    from fnl_detector.train.evaluate import image_tensor
     from fnl_core.visualize import draw_ground_truth, draw_prediction, side_by_side
 
     rows = []
-    model.eval()
     for record in dataset.records[:count]:
         image = dataset.load_image(record)
-        with torch.inference_mode():
-            pred = model([image_tensor(image, device)])[0]
-        boxes, scores = pred["boxes"].cpu(), pred["scores"].cpu()
-        dp = {k: v.cpu() for k, v in pred["densepose"].items()}
-        iuvs = densepose_to_iuv(boxes, dp) if len(boxes) else []
-        left = draw_prediction(image, boxes.numpy(), scores.numpy(), iuvs, min_score=0.5)
+        pred = predictor(image, iuv=True)
+        left = draw_prediction(
+            image, pred["boxes"].numpy(), pred["scores"].numpy(), pred["charts"], min_score=0.5
+        )
         right = draw_ground_truth(image, record)
         rows.append(side_by_side(left, right, ("prediction (score > 0.5)", "ground truth")))
     width = max(r.shape[1] for r in rows)
@@ -81,10 +71,10 @@ def _run(args: argparse.Namespace) -> int:
     import torch
 
     from fnl_core import groups, registry
+    from fnl_detector.predictor import Predictor
     from fnl_detector.spec import load_spec
     from fnl_detector.train.config import TrainConfig
-    from fnl_detector.train.evaluate import require_evaluator
-    from fnl_detector.train.loop import Trainer, select_device
+    from fnl_detector.train.loop import Trainer
     from fnl_detector.train.recipes import (
         TOY_CPU_SPEC_OVERRIDES,
         TOY_CPU_TRAIN_OPTIONS,
@@ -93,7 +83,6 @@ def _run(args: argparse.Namespace) -> int:
     )
 
     out = Path(args.out)
-    require_evaluator("toy", purpose="fnl demo's evaluation")
     t0 = time.perf_counter()
     data_cfg = registry.get(groups.DATASETS, "toy")(
         num_images={"train": args.train_images, "val": args.val_images}, seed=args.seed
@@ -129,13 +118,13 @@ def _run(args: argparse.Namespace) -> int:
     )
     summary = trainer.train()
     model = trainer.model
-    device = select_device(args.device)
 
     weights = out / "model.safetensors"
     params = sum(p.numel() for p in model.parameters())
+    predictor = Predictor.from_model(model.eval(), optimize=True)
     images = [val_set.load_image(r) for r in val_set.records[:10]]
-    latency = measure_latency(model, images, device)
-    write_gallery(model, val_set, out / "predictions.png", device)
+    latency = measure_latency(predictor, images)
+    write_gallery(predictor, val_set, out / "predictions.png")
     ev = summary.get("eval") or {}
     row = {
         "params": params,

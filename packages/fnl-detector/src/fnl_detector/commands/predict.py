@@ -1,138 +1,411 @@
-"""``fnl predict``: DensePose on image files; pictures, IUV rasters and a results JSON.
+"""``fnl predict``: DensePose on images, folders of images and videos, through
+:class:`fnl_detector.Predictor` (the same preprocessing and speed-ups as every FnL command).
 
-For every image (in file-name order) OUT gets ``<stem>_densepose.png`` (part colours and U/V
-contour lines of detections above ``--min-score``) and ``<stem>_iuv.png`` (3-channel uint8
-I, 255·U, 255·V in full-image coordinates; overlaps go to the highest score). All detections go
-to ``OUT/results.json`` in the DensePose-COCO results format, with ``OUT/images.json`` mapping
-each ``image_id`` to its file.
+Inputs are processed in the order given; a folder's images (not recursive) in file-name order,
+so a folder of video frames stays in frame order. For every image OUT gets
+``<name>_densepose.png`` (part colours and U/V contour lines of detections above
+``--min-score``) and ``<name>_iuv.png`` (3-channel uint8 I, 255·U, 255·V in full-image
+coordinates; overlaps go to the highest score). ``<name>`` is the file's stem, prefixed with
+its folder names where two inputs share a stem (``a/x.jpg``, ``b/x.jpg`` → ``a_x``, ``b_x``).
+For every video OUT gets ``<name>_densepose.mp4`` (same frame rate and size) and, with
+``--iuv-frames``, ``<name>_iuv/<frame>.png``.
+
+All detections go to ``OUT/results.json`` (DensePose-COCO results; video detections carry their
+``frame`` index) and ``OUT/images.json`` maps each ``image_id`` to its file (and frame). Both
+are appended per image to ``results.jsonl`` / ``images.jsonl`` as they are produced and written
+in full at the end, also on Ctrl-C, so an interruption loses nothing already done.
+
+A file that cannot be read is reported on one line and skipped; the command goes on and exits
+with status 1 and a summary at the end.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fnl_core.command import Command
+from fnl_core.imaging import IMAGE_SUFFIXES
 from fnl_detector.commands import add_overrides_argument
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+#: File name endings treated as videos (same list as fnl_detector.video, kept torch-free here).
+VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv")
 
 
-def collect_images(inputs: list[str]) -> list[Path]:
-    """Image files named or found (non-recursively) in the folders given, by file name."""
+def collect_inputs(inputs: list[str]) -> list[Path]:
+    """Image and video files named, or found (non-recursively, by file name) in folders given.
+
+    Files named explicitly are kept whatever their ending (a bad one is reported when read).
+    """
     files: list[Path] = []
     for text in inputs:
         path = Path(text)
         if path.is_dir():
-            files.extend(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            found = sorted(
+                (
+                    p
+                    for p in path.iterdir()
+                    if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES
+                ),
+                key=lambda p: p.name,
+            )
+            if not found:
+                print(f"fnl predict: warning: {path}: no image or video files", file=sys.stderr)
+            files.extend(found)
         elif path.is_file():
             files.append(path)
         else:
-            raise FileNotFoundError(f"input {text!r} is neither an image file nor a folder")
-    if not files:
-        raise FileNotFoundError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in {inputs}")
-    return sorted(set(files), key=lambda p: (p.name, str(p)))
+            raise FileNotFoundError(f"input {text!r} is neither an image/video file nor a folder")
+    unique = list(dict.fromkeys(files))
+    if not unique:
+        raise FileNotFoundError(
+            f"no image ({', '.join(IMAGE_SUFFIXES)}) or video ({', '.join(VIDEO_SUFFIXES)}) "
+            f"files in {inputs}"
+        )
+    return unique
 
 
-def load_model(spec_arg: str | None, weights: Path, overrides: list[str], device: Any) -> Any:
-    """The detector of ``spec_arg`` (default: ``spec.json`` next to the weights) in eval mode."""
-    from fnl_detector import build_detector, load_spec
-    from fnl_detector.convert import load_weights
+def output_names(files: list[Path]) -> dict[Path, str]:
+    """A distinct output name per file: its stem, with parent folder names prefixed (as many
+    as needed) where stems collide, and a counter as the last resort."""
+    names: dict[Path, str] = {}
+    parts = {f: Path(os.path.abspath(f)).with_suffix("").parts for f in files}
+    depth = {f: 1 for f in files}
+    while True:
+        proposed = {f: "_".join(parts[f][-depth[f] :]).lstrip("_/") for f in files}
+        clashes = [f for f in files if list(proposed.values()).count(proposed[f]) > 1]
+        growable = [f for f in clashes if depth[f] < len(parts[f])]
+        if not growable:
+            break
+        for f in growable:
+            depth[f] += 1
+    taken: set[str] = set()
+    for f in files:
+        name, k = proposed[f] or "image", 2
+        while name in taken:
+            name, k = f"{proposed[f]}-{k}", k + 1
+        taken.add(name)
+        names[f] = name
+    return names
 
-    if spec_arg is None:
-        candidates = [weights.parent / "spec.json", weights.parent.parent.parent / "spec.json"]
-        found = next((c for c in candidates if c.is_file()), None)
-        if found is None:
-            raise FileNotFoundError(
-                f"--spec not given and no spec.json next to {weights} (looked at "
-                f"{', '.join(str(c) for c in candidates)})"
-            )
-        spec_arg = str(found)
-    model = build_detector(load_spec(spec_arg, overrides))
-    load_weights(model, weights)
-    return model.to(device).eval()
+
+def score_fraction(text: str) -> float:
+    """argparse type: a float in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {value}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+class ResultsWriter:
+    """Results and image index written as they are produced.
+
+    Each image's detections and its index entry are appended (one write each, flushed) to
+    ``results.jsonl`` / ``images.jsonl``; :meth:`finish` writes ``results.json`` and
+    ``images.json`` (temporary file, then rename) from them.
+    """
+
+    def __init__(self, out_dir: Path) -> None:
+        self.out_dir = out_dir
+        self.results_lines = out_dir / "results.jsonl"
+        self.images_lines = out_dir / "images.jsonl"
+        self._results = self.results_lines.open("w", encoding="utf-8")
+        self._images = self.images_lines.open("w", encoding="utf-8")
+        self.images = 0
+        self.detections = 0
+
+    def add(self, image: dict[str, Any], detections: list[dict[str, Any]]) -> None:
+        if detections:
+            self._results.write("".join(json.dumps(d) + "\n" for d in detections))
+            self._results.flush()
+        self._images.write(json.dumps(image) + "\n")
+        self._images.flush()
+        self.images += 1
+        self.detections += len(detections)
+
+    def finish(self) -> None:
+        """Write the JSON files; the line files are removed once both are in place."""
+        self._results.close()
+        self._images.close()
+        for lines, target, indent in (
+            (self.results_lines, self.out_dir / "results.json", None),
+            (self.images_lines, self.out_dir / "images.json", 2),
+        ):
+            entries = [json.loads(line) for line in lines.read_text("utf-8").splitlines() if line]
+            tmp = target.with_name(target.name + ".tmp")
+            tmp.write_text(json.dumps(entries, indent=indent), encoding="utf-8")
+            os.replace(tmp, target)
+        self.results_lines.unlink()
+        self.images_lines.unlink()
+
+
+@dataclass
+class _Item:
+    """One image to run: a file, or a frame of a video."""
+
+    path: Path
+    name: str
+    array: Any
+    frame: int | None = None
 
 
 def _configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
+    parser.add_argument("inputs", nargs="+", metavar="IMAGE_VIDEO_OR_DIR")
     parser.add_argument(
         "--weights",
         required=True,
-        help="model.safetensors, or a reference .pth/.pkl checkpoint (converted on load)",
+        help="model.safetensors, a reference .pth/.pkl checkpoint (converted on load), or the "
+        "int8 folder (or its model_int8.pt) written by fnl quantize",
     )
-    parser.add_argument("--spec", help="spec file or preset (default: spec.json of the run)")
+    parser.add_argument(
+        "--spec",
+        help="spec file or preset (default: spec.json next to the weights or of their run, "
+        "else the spec stored in the safetensors metadata)",
+    )
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument(
         "--min-score",
-        type=float,
+        type=score_fraction,
         default=0.8,
-        help="pictures and IUV rasters keep detections above this (default 0.8)",
+        help="pictures and IUV rasters keep detections above this, in [0, 1] (default 0.8)",
     )
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--threads", type=positive_int, help="torch CPU threads")
+    parser.add_argument(
+        "--batch-size", type=positive_int, default=1, help="images per forward pass (default 1)"
+    )
+    parser.add_argument(
+        "--every", type=positive_int, default=1, help="videos: run every N-th frame (default 1)"
+    )
+    parser.add_argument(
+        "--max-frames", type=positive_int, help="videos: stop after this many frames run"
+    )
+    parser.add_argument(
+        "--iuv-frames", action="store_true", help="videos: also write each frame's IUV PNG"
+    )
+    parser.add_argument(
+        "--plain",
+        action="store_true",
+        help="run the model as built (no BN folding, channels_last or parallel RoI ops)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_overrides_argument(parser, "spec overrides, e.g. input.min_size_test=512")
 
 
 def _run(args: argparse.Namespace) -> int:
-    import numpy as np
-    import torch
-    from PIL import Image
+    from fnl_detector.threads import prefer_passive_omp_wait
 
-    from fnl_detector.postprocess import densepose_to_iuv
-    from fnl_detector.results import to_coco_results
-    from fnl_detector.train.evaluate import image_tensor
-    from fnl_detector.train.loop import select_device
-    from fnl_core.visualize import draw_prediction, iuv_image
+    prefer_passive_omp_wait()
+    from fnl_detector.predictor import Predictor
 
-    files = collect_images(args.inputs)
-    device = select_device(args.device)
-    model = load_model(args.spec, Path(args.weights), args.overrides, device)
+    files = collect_inputs(args.inputs)
+    predictor = Predictor(
+        args.spec,
+        args.weights,
+        overrides=args.overrides,
+        device=args.device,
+        threads=args.threads,
+        optimize=not args.plain,
+    )
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    results: list[dict[str, Any]] = []
-    index: list[dict[str, Any]] = []
-    for image_id, path in enumerate(files, start=1):
-        with Image.open(path) as img:
-            image = np.asarray(img.convert("RGB"))
-        with torch.inference_mode():
-            pred = model([image_tensor(image, device)])[0]
-        pred = {
-            k: (v.cpu() if isinstance(v, torch.Tensor) else {kk: vv.cpu() for kk, vv in v.items()})
-            for k, v in pred.items()
-        }
-        boxes, scores = pred["boxes"], pred["scores"]
-        iuvs = densepose_to_iuv(boxes, pred["densepose"]) if len(boxes) else []
-        keep = [k for k in range(len(scores)) if float(scores[k]) > args.min_score]
-        full = iuv_image(
-            image.shape[:2], boxes.numpy()[keep], [iuvs[k] for k in keep], scores.numpy()[keep]
+    run = _PredictRun(predictor, args, out_dir, output_names(files))
+    try:
+        for path in files:
+            if path.suffix.lower() in VIDEO_SUFFIXES:
+                run.video(path)
+            else:
+                run.images([path])
+        run.flush()
+    except KeyboardInterrupt:
+        run.close()
+        print(
+            f"fnl predict: interrupted; the {run.writer.images} image(s)/frame(s) done are in "
+            f"{out_dir} (results.json, images.json)",
+            file=sys.stderr,
         )
-        stem = path.stem
-        Image.fromarray(full).save(out_dir / f"{stem}_iuv.png")
-        vis = draw_prediction(image, boxes.numpy(), scores.numpy(), iuvs, args.min_score)
-        Image.fromarray(vis).save(out_dir / f"{stem}_densepose.png")
-        results.extend(to_coco_results(image_id, pred))
-        index.append(
-            {
-                "id": image_id,
-                "file_name": str(path),
-                "height": image.shape[0],
-                "width": image.shape[1],
-                "detections": len(keep),
-            }
-        )
-        print(f"{path}: {len(boxes)} detections, {len(keep)} above {args.min_score}")
-    (out_dir / "results.json").write_text(json.dumps(results))
-    (out_dir / "images.json").write_text(json.dumps(index, indent=2))
+        return 130
+    except BaseException:
+        run.close()
+        raise
+    run.close()
     print(
-        f"wrote {len(files)} images' pictures and IUV rasters, {len(results)} detections "
-        f"to {out_dir}"
+        f"wrote {run.writer.images} image(s)/frame(s), {run.writer.detections} detections to "
+        f"{out_dir} (results.json, images.json)"
     )
+    if run.failures:
+        print(
+            f"fnl predict: {len(run.failures)} of {len(files)} input(s) failed: "
+            + "; ".join(run.failures),
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 
+class _PredictRun:
+    """State of one ``fnl predict`` call: batching, outputs, failures."""
+
+    def __init__(
+        self, predictor: Any, args: argparse.Namespace, out_dir: Path, names: dict[Path, str]
+    ) -> None:
+        self.predictor = predictor
+        self.args = args
+        self.out_dir = out_dir
+        self.names = names
+        self.writer = ResultsWriter(out_dir)
+        self.pending: list[_Item] = []
+        self.failures: list[str] = []
+        self.next_id = 1
+        self._progress = None
+        self._on_picture: Any = None
+
+    # ----------------------------------------------------------------- inputs
+    def images(self, paths: list[Path]) -> None:
+        from fnl_core.errors import ImageReadError
+        from fnl_core.imaging import read_image
+
+        for path in paths:
+            try:
+                array = read_image(path, max_pixels=self.predictor.max_pixels)
+            except ImageReadError as exc:
+                self._fail(path, str(exc))
+                continue
+            self.pending.append(_Item(path, self.names[path], array))
+            if len(self.pending) >= self.args.batch_size:
+                self.flush()
+
+    def video(self, path: Path) -> None:
+        from fnl_core.errors import InputError
+        from fnl_detector.video import VideoWriter, probe_video, read_video
+
+        self.flush()
+        name = self.names[path]
+        try:
+            info = probe_video(path)
+        except InputError as exc:
+            self._fail(path, str(exc))
+            return
+        total = info.frames
+        if total is not None:
+            total = len(range(0, total, self.args.every))
+            if self.args.max_frames:
+                total = min(total, self.args.max_frames)
+        if self.args.iuv_frames:
+            (self.out_dir / f"{name}_iuv").mkdir(exist_ok=True)
+        progress = _progress_bar(total, str(path), self.args.no_progress)
+        out_video = self.out_dir / f"{name}_densepose.mp4"
+        try:
+            with VideoWriter(out_video, info.fps, info.width, info.height) as writer:
+                self._on_picture = writer.write
+                frames = read_video(path, every=self.args.every, max_frames=self.args.max_frames)
+                try:
+                    for index, frame in frames:
+                        self.pending.append(_Item(path, name, frame, index))
+                        if len(self.pending) >= self.args.batch_size:
+                            self.flush()
+                        progress.update(1)
+                    self.flush()
+                except InputError as exc:
+                    self.flush()
+                    self._fail(path, f"{exc} (the frames before it are in {out_video.name})")
+        finally:
+            self._on_picture = None
+            progress.close()
+
+    # ----------------------------------------------------------------- running
+    def flush(self) -> None:
+        """Run the pending images as one batch and write their outputs."""
+        if not self.pending:
+            return
+        batch, self.pending = self.pending, []
+        results = self.predictor(
+            [item.array for item in batch], iuv=True, iuv_min_score=self.args.min_score
+        )
+        for item, result in zip(batch, results, strict=True):
+            self._write(item, result)
+
+    def _write(self, item: _Item, result: dict[str, Any]) -> None:
+        import numpy as np
+        from PIL import Image
+
+        from fnl_core.results import make_result
+        from fnl_core.visualize import draw_prediction
+
+        boxes = result["boxes"].numpy().reshape(-1, 4)
+        scores = result["scores"].numpy()
+        charts = result["charts"]
+        min_score = self.args.min_score
+        keep = [k for k in range(len(charts)) if float(scores[k]) > min_score]
+        picture = draw_prediction(item.array, boxes, scores, charts, min_score)
+        full = result["iuv"]
+        if item.frame is None:
+            Image.fromarray(full).save(self.out_dir / f"{item.name}_iuv.png")
+            Image.fromarray(picture).save(self.out_dir / f"{item.name}_densepose.png")
+        else:
+            self._on_picture(np.ascontiguousarray(picture))
+            if self.args.iuv_frames:
+                Image.fromarray(full).save(
+                    self.out_dir / f"{item.name}_iuv" / f"{item.frame:06d}.png"
+                )
+        image_id = self.next_id
+        self.next_id += 1
+        detections = []
+        for k in range(len(charts)):
+            x0, y0, x1, y1 = (float(v) for v in boxes[k])
+            entry = make_result(image_id, [x0, y0, x1 - x0, y1 - y0], float(scores[k]), charts[k])
+            if item.frame is not None:
+                entry["frame"] = item.frame
+            detections.append(entry)
+        entry = {
+            "id": image_id,
+            "file_name": str(item.path),
+            "height": int(item.array.shape[0]),
+            "width": int(item.array.shape[1]),
+            "detections": len(keep),
+        }
+        if item.frame is not None:
+            entry["frame"] = item.frame
+        self.writer.add(entry, detections)
+        if item.frame is None:
+            print(f"{item.path}: {len(charts)} detections, {len(keep)} above {min_score}")
+
+    def _fail(self, path: Path, message: str) -> None:
+        print(f"fnl predict: skipped: {message}", file=sys.stderr)
+        self.failures.append(str(path))
+
+    def close(self) -> None:
+        self.writer.finish()
+
+
+def _progress_bar(total: int | None, desc: str, disable: bool) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="frame", disable=disable, dynamic_ncols=True)
+
+
 command = Command(
-    help="run a trained detector on images: pictures, IUV PNGs, DensePose-COCO results JSON",
+    help="run a detector on images, folders or videos: pictures, IUV PNGs, results JSON",
     configure=_configure,
     run=_run,
+    description=__doc__,
 )

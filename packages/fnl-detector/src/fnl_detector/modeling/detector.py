@@ -63,14 +63,31 @@ class DensePoseRCNN(nn.Module):
         return self.neck(self.backbone(x))
 
     def forward(
-        self, images: list[Tensor], targets: list[dict[str, Any]] | None = None
+        self,
+        images: list[Tensor],
+        targets: list[dict[str, Any]] | None = None,
+        *,
+        original_sizes: list[tuple[int, int]] | None = None,
     ) -> dict[str, Tensor] | list[dict[str, Any]]:
+        """``original_sizes`` (inference only): the images are already resized to the network
+        input size (:class:`fnl_detector.Predictor` does this); boxes are returned in the frame
+        of these original (h, w) sizes instead."""
         if self.training and targets is None:
             raise ValueError("targets are required in training mode")
         if targets is not None and len(targets) != len(images):
             raise ValueError(f"got {len(images)} images but {len(targets)} targets")
-        original_sizes = [tuple(int(s) for s in img.shape[-2:]) for img in images]
-        x, sizes, targets = self.transform(images, targets if self.training else None)
+        presized = original_sizes is not None
+        if presized:
+            if self.training:
+                raise ValueError("original_sizes is for inference only (model is in train mode)")
+            if len(original_sizes) != len(images):
+                raise ValueError(f"got {len(images)} images but {len(original_sizes)} sizes")
+            original_sizes = [(int(h), int(w)) for h, w in original_sizes]
+        else:
+            original_sizes = [tuple(int(s) for s in img.shape[-2:]) for img in images]
+        x, sizes, targets = self.transform(
+            images, targets if self.training else None, resize=not presized
+        )
         if targets is not None:
             targets = [_to_device(t, x.device) for t in targets]
         if self.channels_last:

@@ -92,19 +92,32 @@ class ImageTransform(nn.Module):
         return out
 
     def forward(
-        self, images: list[Tensor], targets: list[dict[str, Any]] | None = None
+        self,
+        images: list[Tensor],
+        targets: list[dict[str, Any]] | None = None,
+        *,
+        resize: bool = True,
     ) -> tuple[Tensor, list[tuple[int, int]], list[dict[str, Any]] | None]:
-        """(batch, resized image sizes (h, w), targets in the resized frame)."""
+        """(batch, resized image sizes (h, w), targets in the resized frame).
+
+        ``resize=False``: the images already have their network input size (the predictor
+        resized them, e.g. with Pillow on uint8); they are only normalised and padded.
+        """
         if not images:
             raise ValueError("expected at least one image")
+        if not resize and targets is not None:
+            raise ValueError("resize=False is for inference only (targets were given)")
         out_images, sizes = [], []
         out_targets = [] if targets is not None else None
         for k, image in enumerate(images):
             if image.dim() != 3 or image.shape[0] != 3:
                 raise ValueError(f"image {k}: expected a float tensor [3, H, W], got {image.shape}")
             h, w = image.shape[-2:]
-            short, max_size = self.target_short_side()
-            size = resized_shape(h, w, short, max_size)
+            if resize:
+                short, max_size = self.target_short_side()
+                size = resized_shape(h, w, short, max_size)
+            else:
+                size = (int(h), int(w))
             out_images.append(self.normalize(self.resize(image.float(), size)))
             sizes.append(size)
             if targets is not None:

@@ -7,6 +7,7 @@ from ``fnl.surfaces``), so this module never imports the evaluation package by n
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,39 +25,36 @@ def image_tensor(image: np.ndarray, device: torch.device) -> torch.Tensor:
     return t.to(device=device, dtype=torch.float32)
 
 
-@torch.inference_mode()
 def predict_records(
     model: nn.Module,
     dataset: DensePoseDataset,
     records: list[ImageRecord],
     device: torch.device,
     batch_size: int = 1,
-) -> list[dict[str, Any]]:
-    """DensePose-COCO results (list of dicts) of ``model`` on ``records``."""
+    should_stop: Callable[[], bool] | None = None,
+) -> list[dict[str, Any]] | None:
+    """DensePose-COCO results (list of dicts) of ``model`` on ``records``; None when
+    ``should_stop()`` (asked before each batch, e.g. after Ctrl-C) returned True.
+
+    Runs through :class:`fnl_detector.Predictor` (same preprocessing as ``fnl predict``) as a
+    view on ``model``: its current weights, nothing folded or converted in it, its train/eval
+    mode restored afterwards; RoIAlign/NMS pieces run side by side (bit-identical).
+    ``device`` is where the model already is (kept for callers; the predictor follows the
+    model).
+    """
+    from fnl_detector.predictor import Predictor
     from fnl_detector.results import to_coco_results
 
-    was_training = model.training
-    model.eval()
+    predictor = Predictor.from_model(model, optimize=False, parallel_ops=True)
     results: list[dict[str, Any]] = []
-    try:
-        for start in range(0, len(records), batch_size):
-            chunk = records[start : start + batch_size]
-            images = [image_tensor(dataset.load_image(r), device) for r in chunk]
-            outputs = model(images)
-            for record, out in zip(chunk, outputs, strict=True):
-                cpu = {k: _to_cpu(v) for k, v in out.items()}
-                results.extend(to_coco_results(record.image_id, cpu))
-    finally:
-        model.train(was_training)
+    for start in range(0, len(records), batch_size):
+        if should_stop is not None and should_stop():
+            return None
+        chunk = records[start : start + batch_size]
+        outputs = predictor([dataset.load_image(r) for r in chunk])
+        for record, out in zip(chunk, outputs, strict=True):
+            results.extend(to_coco_results(record.image_id, out))
     return results
-
-
-def _to_cpu(value: Any) -> Any:
-    if isinstance(value, torch.Tensor):
-        return value.detach().float().cpu() if value.is_floating_point() else value.cpu()
-    if isinstance(value, dict):
-        return {k: _to_cpu(v) for k, v in value.items()}
-    return value
 
 
 def subset_gt_json(gt_json: Path, image_ids: set[int], out_path: Path) -> Path:
@@ -67,14 +65,6 @@ def subset_gt_json(gt_json: Path, image_ids: set[int], out_path: Path) -> Path:
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(json.dumps(data))
     return out_path
-
-
-def require_evaluator(surface: str | None, purpose: str, evaluator: str = "densepose_coco") -> None:
-    """Fail now, in one line naming what to install, if :func:`build_evaluator` would fail
-    later (the evaluator comes with fnl-eval, the ``fnl-detector[eval]`` extra)."""
-    registry.require(groups.EVALUATORS, evaluator, purpose=purpose, extra="fnl-detector[eval]")
-    if surface is not None:
-        registry.require(groups.SURFACES, surface, purpose=purpose)
 
 
 def build_evaluator(surface: str | None, evaluator: str = "densepose_coco") -> Any:

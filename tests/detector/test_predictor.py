@@ -1,0 +1,190 @@
+"""fnl_detector.Predictor: preprocessing, speed-ups equal to the plain model, batching, inputs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from detector_standins import tiny_spec
+from PIL import Image
+
+from fnl_core.errors import ImageReadError, InputError
+from fnl_core.imaging import resize_image, resized_shape
+from fnl_detector import Predictor, build_detector
+from fnl_detector.analysis import calibrate_batch_norm
+from fnl_detector.convert import save_weights
+from fnl_detector.predictor import example_image, spec_from_weights
+
+#: Forced detections: score threshold 0 and 5 per image (random weights).
+FORCED = {"score_thresh": 0.0, "detections_per_image": 5}
+#: Speed-ups are rounding-level changes: boxes agree to this fraction of the image size.
+BOX_RTOL = 1e-4
+
+
+def _spec(**test):
+    return tiny_spec(test={**FORCED, **test})
+
+
+def _image(h=120, w=160, seed=0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    low = rng.random((h // 8, w // 8, 3))
+    return np.asarray(
+        Image.fromarray((low * 255).astype(np.uint8)).resize((w, h), Image.BICUBIC)
+    ).copy()
+
+
+@pytest.fixture
+def calibrated(tiny_components, tmp_path):
+    """(spec dict, weights path) of a tiny model whose BatchNorm was calibrated on an image."""
+    torch.manual_seed(0)
+    spec = _spec()
+    model = build_detector(spec).eval()
+    calibrate_batch_norm(model, [torch.from_numpy(_image()).permute(2, 0, 1).float()])
+    weights = tmp_path / "tiny.safetensors"
+    save_weights(model.state_dict(), weights, {"spec": json.dumps(model.spec.to_dict())})
+    return spec, weights
+
+
+def _assert_same(a, b, image_hw, exact=False):
+    assert len(a["boxes"]) == len(b["boxes"]) == 5
+    assert torch.equal(a["labels"], b["labels"])
+    scale = max(image_hw)
+    if exact:
+        assert torch.equal(a["boxes"], b["boxes"]) and torch.equal(a["scores"], b["scores"])
+        return
+    assert float((a["boxes"] - b["boxes"]).abs().max()) <= BOX_RTOL * scale
+    assert torch.allclose(a["scores"], b["scores"], rtol=1e-4, atol=1e-5)
+    for key in a["densepose"]:
+        ref = b["densepose"][key]
+        tol = 1e-3 * max(float(ref.abs().max()), 1e-6)
+        assert float((a["densepose"][key] - ref).abs().max()) <= tol, key
+
+
+def test_optimized_predictor_equals_plain_model(calibrated):
+    spec, weights = calibrated
+    fast = Predictor(spec, weights, device="cpu")
+    plain = Predictor(spec, weights, device="cpu", optimize=False)
+    assert fast.optimizations["fold_bn"] == 1 and fast.optimizations["channels_last"]
+    assert plain.optimizations == {"fold_bn": 0, "channels_last": False, "parallel_ops": False}
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in plain.model.modules())
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.model.modules())
+    image = _image()
+    _assert_same(fast(image), plain(image), image.shape[:2])
+
+
+def test_resize_is_pillow_bilinear_on_uint8(calibrated):
+    spec, weights = calibrated
+    predictor = Predictor(spec, weights, device="cpu", optimize=False)
+    assert predictor.resize_mode == "pil_bilinear_uint8"
+    image = _image(90, 150)
+    (tensor,), (original,) = predictor.preprocess([image])
+    size = resized_shape(90, 150, 128, 192)
+    assert original == (90, 150) and tuple(tensor.shape[-2:]) == size
+    pixels = tensor.to(torch.uint8).permute(1, 2, 0).numpy()
+    assert np.array_equal(pixels, resize_image(image, size))
+    # the model is given the resized pixels and maps boxes back to the original frame
+    model = predictor.model
+    with torch.inference_mode():
+        direct = model([tensor], original_sizes=[original])[0]
+    _assert_same(predictor(image), direct, (90, 150), exact=True)
+    assert float(direct["boxes"][:, 2].max()) <= 150 and float(direct["boxes"][:, 3].max()) <= 90
+
+
+def test_interpolate_mode_leaves_the_resize_to_the_model(tiny_components):
+    torch.manual_seed(0)
+    spec = _spec()
+    spec["input"] = {**spec["input"], "resize": "interpolate"}
+    predictor = Predictor(spec, device="cpu", optimize=False)
+    image = _image(90, 150)
+    (tensor,), _ = predictor.preprocess([image])
+    assert tuple(tensor.shape[-2:]) == (90, 150)
+    with torch.inference_mode():
+        direct = predictor.model([tensor])[0]
+    _assert_same(predictor(image), direct, (90, 150), exact=True)
+
+
+def test_batch_of_three_equals_three_single_calls(calibrated):
+    spec, weights = calibrated
+    predictor = Predictor(spec, weights, device="cpu")
+    images = [_image(seed=s) for s in range(3)]
+    batched = predictor(images)
+    assert isinstance(batched, list) and len(batched) == 3
+    for image, out in zip(images, batched):
+        _assert_same(out, predictor(image), image.shape[:2])
+
+
+def test_paths_pil_images_and_arrays_give_the_same_result(calibrated, tmp_path):
+    spec, weights = calibrated
+    predictor = Predictor(spec, weights, device="cpu")
+    image = _image()
+    path = tmp_path / "x.png"
+    Image.fromarray(image).save(path)
+    results = [predictor(path), predictor(str(path)), predictor(Image.open(path)), predictor(image)]
+    for r in results[1:]:
+        _assert_same(r, results[0], image.shape[:2], exact=True)
+    assert results[0]["image_size"] == (120, 160)
+
+
+def test_iuv_outputs(calibrated):
+    spec, weights = calibrated
+    predictor = Predictor(spec, weights, device="cpu")
+    out = predictor(_image(), iuv=True)
+    assert out["iuv"].shape == (120, 160, 3) and out["iuv"].dtype == np.uint8
+    assert len(out["charts"]) == 5 and all(c.shape[0] == 3 for c in out["charts"])
+    none = predictor(_image(), iuv=True, iuv_min_score=1.0)
+    assert not none["iuv"].any()
+
+
+def test_spec_read_from_safetensors_metadata(calibrated):
+    spec, weights = calibrated
+    assert spec_from_weights(weights)["input"]["min_size_test"] == 128
+    _assert_same(
+        Predictor(None, weights, device="cpu")(_image()),
+        Predictor(spec, weights, device="cpu")(_image()),
+        (120, 160),
+        exact=True,
+    )
+
+
+def test_spec_json_next_to_weights_wins(calibrated, tmp_path):
+    _, weights = calibrated
+    (tmp_path / "spec.json").write_text(json.dumps(_spec(detections_per_image=2)))
+    assert len(Predictor(None, weights, device="cpu")(_image())["boxes"]) == 2
+
+
+def test_missing_spec_and_bad_inputs_are_one_line_errors(calibrated, tmp_path):
+    spec, _ = calibrated
+    bare = tmp_path / "bare.safetensors"
+    save_weights(build_detector(spec).state_dict(), bare)
+    with pytest.raises(InputError, match=r"no spec given for .*bare\.safetensors"):
+        Predictor(None, bare)
+    predictor = Predictor(spec, device="cpu", optimize=False)
+    bad = tmp_path / "bad.jpg"
+    bad.write_text("not an image")
+    with pytest.raises(ImageReadError, match=r"bad\.jpg"):
+        predictor(bad)
+    with pytest.raises(InputError, match="threads"):
+        Predictor(spec, threads=0)
+
+
+def test_view_on_a_training_model_changes_nothing(tiny_components):
+    torch.manual_seed(0)
+    model = build_detector(_spec()).train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    predictor = Predictor.from_model(model, optimize=False, parallel_ops=True)
+    out = predictor(example_image(96))
+    assert len(out["boxes"]) == 5
+    assert model.training and predictor.model is model
+    after = model.state_dict()
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_from_model_optimize_copies(tiny_components):
+    torch.manual_seed(0)
+    model = build_detector(_spec()).eval()
+    predictor = Predictor.from_model(model, optimize=True)
+    assert predictor.model is not model and predictor.optimizations["fold_bn"] == 1
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
