@@ -6,11 +6,16 @@ pasted at ``(int(x0), int(y0))``. Coarse and fine logits and the 25 U and V maps
 bilinearly (align_corners=False) to h x w; the label is the fine argmax where the coarse argmax
 is foreground, else 0; U and V are read from the label's channel (0 on background). Matches the
 reference charts (labels exactly, U/V within 4e-6).
+
+Confidence models (DensePose WC*/M) add per-pixel confidence maps (:func:`chart_confidences`);
+CSE models have no charts but a closest-mesh-vertex map and a mask per detection
+(:func:`densepose_to_vertex_maps`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -68,6 +73,78 @@ def densepose_to_iuv(boxes: Tensor, densepose: Mapping[str, Tensor]) -> list[np.
     return out
 
 
+#: Per-part confidences (25 channels): read at each pixel from its label's channel, 0 on
+#: background, like U and V.
+PART_CONFIDENCES = ("sigma_1", "sigma_2", "kappa_u", "kappa_v")
+#: Box-wide confidences (1 channel): resized over the whole box, background included.
+BOX_CONFIDENCES = ("fine_segm_confidence", "coarse_segm_confidence")
+
+
+def confidence_keys(densepose: Mapping[str, Tensor]) -> list[str]:
+    """The confidence outputs present in a detector's ``densepose`` outputs, in a fixed order."""
+    return [k for k in (*PART_CONFIDENCES, *BOX_CONFIDENCES) if k in densepose]
+
+
+def chart_confidences(
+    boxes: Tensor, densepose: Mapping[str, Tensor], labels: list[Tensor]
+) -> list[dict[str, Tensor]]:
+    """Per detection, each confidence map resized to its chart (h x w, float32).
+
+    ``labels`` are the charts' part labels (:func:`densepose_to_charts`). Part confidences
+    (``sigma_2``, ``kappa_u``, ``kappa_v``) take the label's channel and are 0 on background;
+    ``fine_segm_confidence`` / ``coarse_segm_confidence`` cover the whole box (DensePose's
+    ``ToChartResultConverterWithConfidences``). Empty dicts for a model without confidences.
+    """
+    keys = confidence_keys(densepose)
+    xywh = chart_boxes_xywh(boxes).tolist()
+    out: list[dict[str, Tensor]] = []
+    for n, ((_, _, w, h), lab) in enumerate(zip(xywh, labels)):
+        maps: dict[str, Tensor] = {}
+        for key in keys:
+            full = F.interpolate(
+                densepose[key][n : n + 1].float(), size=(h, w), mode="bilinear", align_corners=False
+            )[0]
+            if key in BOX_CONFIDENCES:
+                maps[key] = full[0]
+            else:
+                maps[key] = full.gather(0, lab[None])[0].masked_fill(lab == 0, 0.0)
+        out.append(maps)
+    return out
+
+
+def densepose_to_vertex_maps(
+    boxes: Tensor, densepose: Mapping[str, Tensor], embedder: Any, mesh_name: str | None = None
+) -> list[tuple[Tensor, Tensor]]:
+    """CSE models: per detection (closest-vertex map int64 h x w, mask bool h x w).
+
+    ``embedder`` is the model's mesh embedder (``model.roi_heads.embedder``): its
+    ``closest_vertices(embedding, coarse_segm, (h, w), mesh_name)`` resizes the detection's
+    embeddings and coarse segmentation to the integer box and assigns each pixel of the mask
+    (coarse argmax > 0) its nearest mesh vertex; off the mask the map is 0 (also a valid
+    vertex: use the mask).
+    """
+    if "embedding" not in densepose:
+        raise ValueError(
+            "densepose outputs have no 'embedding': vertex maps need a CSE model "
+            f"(got {sorted(densepose)})"
+        )
+    if embedder is None:
+        raise ValueError("vertex maps need the model's mesh embedder (model.roi_heads.embedder)")
+    xywh = chart_boxes_xywh(boxes).tolist()
+    embedding, coarse = densepose["embedding"], densepose["coarse_segm"]
+    if not (len(embedding) == len(coarse) == len(xywh)):
+        raise ValueError(
+            f"{len(xywh)} boxes but CSE outputs for {len(embedding)}/{len(coarse)} detections "
+            "(embedding/coarse_segm)"
+        )
+    with torch.inference_mode():
+        vertices = embedder(mesh_name)
+        return [
+            embedder.closest_vertices(embedding[n].float(), coarse[n].float(), (h, w), vertices)
+            for n, (_, _, w, h) in enumerate(xywh)
+        ]
+
+
 def iuv_to_mask(iuv: np.ndarray, box_xywh: tuple[int, int, int, int], image_hw: tuple[int, int]):
     """Full-image boolean mask I > 0, the chart pasted at its integer box (clipped)."""
     x, y, w, h = box_xywh
@@ -80,4 +157,14 @@ def iuv_to_mask(iuv: np.ndarray, box_xywh: tuple[int, int, int, int], image_hw: 
     return mask
 
 
-__all__ = ["chart_boxes_xywh", "densepose_to_charts", "densepose_to_iuv", "iuv_to_mask"]
+__all__ = [
+    "BOX_CONFIDENCES",
+    "PART_CONFIDENCES",
+    "chart_boxes_xywh",
+    "chart_confidences",
+    "confidence_keys",
+    "densepose_to_charts",
+    "densepose_to_iuv",
+    "densepose_to_vertex_maps",
+    "iuv_to_mask",
+]

@@ -69,6 +69,13 @@ class MeshEmbedder(nn.Module):
             raise KeyError(f"unknown mesh {name!r}; this embedder has {self.mesh_names}")
         return getattr(self, f"embedder_{name}")()
 
+    @staticmethod
+    def closest_vertices(
+        embedding: Tensor, coarse_segm: Tensor, size_hw: tuple[int, int], vertex_embeddings: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """:func:`closest_vertices` (so that callers holding only the module can use it)."""
+        return closest_vertices(embedding, coarse_segm, size_hw, vertex_embeddings)
+
 
 def squared_euclidean_distances(points: Tensor, vertices: Tensor) -> Tensor:
     """[P, V] squared distances, computed as ``(-2 P) Vᵀ + |P|² + |V|²`` (DensePose's order

@@ -1,0 +1,74 @@
+"""Shared helpers of the zoo fixture tests (``test_zoo_*.py``).
+
+The fixtures live at ``$FNL_FIXTURES`` or ``<repo>/../shared/fixtures`` (as in
+``test_reference_fixture.py``); tests skip with a reason when they are absent.
+
+Tolerance: float arrays agree to ``1e-4 * max|reference|`` (absolute, i.e. relative to the
+array's range); discrete results (detections, classes, chart labels, vertex maps) are exact,
+except where a fixture's README lists a tie margin.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+RTOL = 1e-4
+
+#: The reference runs' settings (fixture READMEs, "Versions"): score threshold 0, 5 detections.
+DETECTION_OVERRIDES = ["test.score_thresh=0.0", "test.detections_per_image=5"]
+#: DensePoseFnL fixtures also run at short side 512 (the preset's default is 800).
+MOBILE_OVERRIDES = [*DETECTION_OVERRIDES, "input.min_size_test=512", "input.max_size_test=1333"]
+
+
+def fixtures_root() -> Path:
+    env = os.environ.get("FNL_FIXTURES")
+    return Path(env) if env else REPO.parent / "shared" / "fixtures"
+
+
+def load_outputs(folder: Path) -> dict[str, np.ndarray]:
+    with np.load(folder / "outputs.npz") as data:
+        return {k: data[k] for k in data.files}
+
+
+def assert_close(name: str, got, ref, rtol: float = RTOL) -> float:
+    """|got - ref| <= rtol * max|ref| elementwise; returns the relative deviation."""
+    got = torch.as_tensor(got).detach().to(torch.float64)
+    ref = torch.as_tensor(np.asarray(ref, dtype=np.float64))
+    assert tuple(got.shape) == tuple(ref.shape), f"{name}: shape {tuple(got.shape)} != {ref.shape}"
+    if not ref.numel():
+        return 0.0
+    scale = float(ref.abs().max())
+    diff = float((got - ref).abs().max())
+    assert diff <= rtol * max(scale, 1e-12), (
+        f"{name}: max |diff| {diff:.3g} > {rtol} x max|ref| ({scale:.3g})"
+    )
+    return diff / scale if scale else diff
+
+
+def sizes(ref: dict[str, np.ndarray], key: str) -> tuple[int, int]:
+    return tuple(int(v) for v in ref[key])
+
+
+def image_tensor(array: np.ndarray) -> torch.Tensor:
+    """H×W×3 uint8 → float [3, H, W] (0..255)."""
+    return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).float()
+
+
+def run_resized(model, ref: dict[str, np.ndarray]) -> dict:
+    """The detector on the fixture's stored ``resized_image`` (no further resize: its short
+    side is the model's test size), boxes mapped back to the original frame as the reference
+    does (x * W / resized_w, y * H / resized_h, clipped)."""
+    from fnl_detector.modeling.transform import ImageTransform
+
+    with torch.inference_mode():
+        (pred,) = model([image_tensor(ref["resized_image"])])
+    boxes, keep = ImageTransform.postprocess(
+        pred["boxes"], sizes(ref, "resized_image_size_hw"), sizes(ref, "input_image_size_hw")
+    )
+    assert bool(keep.all())
+    return {**pred, "boxes": boxes}
