@@ -1,4 +1,9 @@
-"""``fnl eval``: box / mask / GPS / GPSm AP of a DensePose-COCO results file."""
+"""``fnl eval``: box / mask / GPS / GPSm AP of a DensePose-COCO results file, or of a model.
+
+``fnl eval --gt GT --results RES`` scores a results file (torch-free). ``fnl eval --model NAME``
+or ``--weights W [--spec S]`` with ``--data toy|coco:PATH`` predicts a split and scores it in
+one go; that needs fnl-detector (imported only then, so this module stays light).
+"""
 
 from __future__ import annotations
 
@@ -14,14 +19,13 @@ DEFAULT_METRICS = "bbox,segm,gps,gpsm"
 
 
 def _configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--gt", required=True, help="DensePose-COCO ground-truth JSON")
-    parser.add_argument(
-        "--results", required=True, help="results JSON (list of detections, docs/evaluation.md)"
-    )
+    parser.add_argument("--gt", help="DensePose-COCO ground-truth JSON (with --results)")
+    parser.add_argument("--results", help="results JSON (list of detections, docs/evaluation.md)")
     parser.add_argument(
         "--surface",
         help="body surface for GPS/GPSm: a registered name (toy) or NAME:PATH (smpl:DIR) or a "
-        'JSON object {"type": ..., ...}; without it only bbox and segm are computed',
+        'JSON object {"type": ..., ...}; without it only bbox and segm are computed (with '
+        "--data toy the toy surface is used automatically)",
     )
     parser.add_argument("--out", help="write the metrics as JSON to this file")
     parser.add_argument(
@@ -29,6 +33,59 @@ def _configure(parser: argparse.ArgumentParser) -> None:
         help=f"comma-separated subset of bbox,segm,gps,gpsm,dp_segm (default {DEFAULT_METRICS}; "
         "bbox,segm without --surface)",
     )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help='print only {"bbox": {"AP": ...}, "segm": ..., "gps": ..., "gpsm": ...} on stdout, '
+        "values in percent",
+    )
+    model = parser.add_argument_group(
+        "evaluating a model (needs fnl-detector): predict --data's --split, then score it"
+    )
+    model.add_argument("--model", metavar="NAME", help="a named model (fnl list models)")
+    model.add_argument(
+        "--weights", metavar="PATH", help="FnL .safetensors or reference .pth/.pkl weights"
+    )
+    model.add_argument(
+        "--spec", metavar="SPEC", help="spec file or preset (default: stored with the weights)"
+    )
+    model.add_argument("--data", help="toy | coco:PATH (any registered dataset, NAME[:ROOT])")
+    model.add_argument(
+        "--data-set",
+        dest="data_options",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="dataset option, e.g. seed=7 or num_images='{\"val\": 100}' (repeatable)",
+    )
+    model.add_argument("--split", help="split to evaluate (default: val for toy, minival for coco)")
+    model.add_argument("--max-images", type=int, help="evaluate only the first N images")
+    model.add_argument(
+        "--set",
+        dest="overrides",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="KEY=VALUE",
+        help="spec overrides, e.g. input.min_size_test=512",
+    )
+    model.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    model.add_argument(
+        "--int8", action="store_true", help="evaluate the int8 post-training quantized model"
+    )
+    model.add_argument(
+        "--int8-weights",
+        metavar="DIR",
+        help="with --int8: an int8 model saved by fnl quantize instead of quantizing now",
+    )
+    model.add_argument(
+        "--calibration-images",
+        type=int,
+        default=8,
+        metavar="N",
+        help="with --int8: train-split images that set the int8 ranges (default 8)",
+    )
+    model.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def surface_spec(text: str) -> dict[str, Any]:
@@ -48,11 +105,72 @@ def surface_spec(text: str) -> dict[str, Any]:
     return {"type": name, "path": path} if sep else {"type": name}
 
 
-def _run(args: argparse.Namespace) -> int:
+def _positive(value: int | None, option: str) -> None:
+    if value is not None and value <= 0:
+        raise ValueError(f"{option} must be a positive number, got {value}")
+
+
+def _check_modes(args: argparse.Namespace) -> bool:
+    """True when a model is to be evaluated; one-line errors for inconsistent options."""
+    wants_model = bool(args.model or args.weights or args.spec or args.data)
+    if wants_model and (args.gt or args.results):
+        raise ValueError(
+            "give either --gt GT --results RESULTS (score a results file) or --model NAME / "
+            "--weights W with --data (predict and score), not both"
+        )
+    if wants_model:
+        if not (args.model or args.weights):
+            raise ValueError("evaluating a model needs --model NAME or --weights PATH")
+        if not args.data:
+            raise ValueError("evaluating a model needs --data toy or --data coco:PATH")
+        if args.int8_weights and not args.int8:
+            raise ValueError("--int8-weights needs --int8")
+        _positive(args.max_images, "--max-images")
+        _positive(args.calibration_images, "--calibration-images")
+        return True
+    model_only = [
+        name
+        for name, given in (
+            ("--int8", args.int8),
+            ("--split", args.split),
+            ("--max-images", args.max_images is not None),
+            ("--data-set", args.data_options),
+            ("--set", args.overrides),
+        )
+        if given
+    ]
+    if model_only:
+        raise ValueError(f"{', '.join(model_only)} only apply with --model/--weights and --data")
+    if not (args.gt and args.results):
+        raise ValueError(
+            "nothing to evaluate: give --gt GT --results RESULTS, or --model NAME (or --weights "
+            "W) with --data toy|coco:PATH"
+        )
+    return False
+
+
+def _evaluate_model(args: argparse.Namespace) -> dict[str, Any]:
+    from fnl_core.cli import CliError
+
+    try:
+        from fnl_detector.model_eval import run_model_eval
+    except ModuleNotFoundError as exc:
+        if not (exc.name or "").startswith("fnl_detector"):
+            raise
+        raise CliError(
+            "fnl eval --model/--weights predicts with a model, which needs the fnl-detector "
+            "package: pip install fnl-detector (scoring a results file with --gt/--results "
+            "does not)"
+        ) from exc
+    if args.surface:
+        args.surface_spec = surface_spec(args.surface)
+    return run_model_eval(args)
+
+
+def _evaluate_results(args: argparse.Namespace) -> dict[str, Any]:
     from fnl_core import groups
     from fnl_core.spec import resolve_component
     from fnl_eval.config import DensePoseEvaluatorConfig
-    from fnl_eval.evaluator import format_table
 
     surface = None
     if args.surface:
@@ -65,21 +183,47 @@ def _run(args: argparse.Namespace) -> int:
     else:
         metrics = DEFAULT_METRICS.split(",")
     evaluator = DensePoseEvaluatorConfig(metrics=metrics).build(surface)
-    results = evaluator.evaluate(Path(args.gt), Path(args.results))
-    for metric, stats in results.items():
-        print(format_table(metric, stats))
+    return evaluator.evaluate(Path(args.gt), Path(args.results))
+
+
+def percent_json(results: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """The ``--json`` output: bbox, segm, gps, gpsm (those computed), every stat in percent."""
+    return {
+        metric: {k: (round(v * 100.0, 3) if v >= 0 else v) for k, v in results[metric].items()}
+        for metric in ("bbox", "segm", "gps", "gpsm")
+        if isinstance(results.get(metric), dict)
+    }
+
+
+def _run(args: argparse.Namespace) -> int:
+    from fnl_eval.evaluator import format_table
+
+    if _check_modes(args):
+        results = _evaluate_model(args)
+    else:
+        results = _evaluate_results(args)
+    metrics = {k: v for k, v in results.items() if isinstance(v, dict)}
+    if args.json:
+        print(json.dumps(percent_json(metrics)))
+    else:
+        for metric, stats in metrics.items():
+            print(format_table(metric, stats))
+        if "num_images" in results:
+            print(f"{results['num_images']} images, {results['num_detections']} detections")
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-        print(f"metrics written to {out}")
+        print(f"metrics written to {out}", file=sys.stderr if args.json else sys.stdout)
     return 0
 
 
 command = Command(
-    help="evaluate DensePose-COCO results: box, mask, GPS and GPSm AP",
+    help="evaluate DensePose-COCO results or a model: box, mask, GPS and GPSm AP",
     configure=_configure,
     run=_run,
     description="Evaluate a results JSON against DensePose-COCO ground truth with pycocotools' "
-    "COCOeval: COCO box and mask AP, and DensePose GPS / GPSm AP on a body surface.",
+    "COCOeval: COCO box and mask AP, and DensePose GPS / GPSm AP on a body surface. With "
+    "--model NAME (or --weights W [--spec S]) and --data, predicts the split first (needs "
+    "fnl-detector).",
 )

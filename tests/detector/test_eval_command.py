@@ -1,0 +1,177 @@
+"""``fnl eval --model/--weights``: predict a toy split and score it; ``--model`` resolution.
+
+Uses the tiny stand-in detector and a 3-image toy split generated into a temporary cache, so
+nothing is downloaded: named models point at ``file:`` URLs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from fnl_core import registry
+from fnl_core.cli import main
+from fnl_core.groups import MODELS
+from fnl_core.models import ModelCard, safetensors_metadata
+
+TOY = ["--data", "toy", "--data-set", 'num_images={"train": 2, "val": 3}']
+
+
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("FNL_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+@pytest.fixture
+def tiny(tiny_components, tmp_path: Path, cache: Path):
+    """Weights of the tiny detector (seeded), with its spec in the safetensors metadata."""
+    import torch
+    from detector_standins import tiny_spec
+
+    from fnl_detector import build_detector, load_spec
+    from fnl_detector.convert import save_weights
+
+    torch.manual_seed(0)
+    spec = load_spec(tiny_spec())
+    model = build_detector(spec)
+    path = tmp_path / "tiny.safetensors"
+    save_weights(model.state_dict(), path, {"spec": json.dumps(spec.to_dict())})
+    return path
+
+
+def _json_out(capsys: pytest.CaptureFixture) -> dict:
+    return json.loads(capsys.readouterr().out)
+
+
+def test_eval_weights_json_is_percent_of_training_evaluation(tiny: Path, capsys) -> None:
+    import torch
+
+    from fnl_detector.commands._weights import ResolvedModel, build_model
+    from fnl_detector.model_eval import build_evaluator
+    from fnl_detector.train.evaluate import evaluate_model
+    from fnl_detector.train.sources import parse_data
+
+    assert main(["eval", "--weights", str(tiny), *TOY, "--json", "--no-progress"]) == 0
+    out = _json_out(capsys)
+    assert list(out) == ["bbox", "segm", "gps", "gpsm"]
+    # the same numbers as the training loop's evaluation, in percent
+    spec = json.loads(safetensors_metadata(tiny)["spec"])
+    model = build_model(ResolvedModel(spec, tiny, "tiny"))
+    source = parse_data("toy", ['num_images={"train": 2, "val": 3}'])
+    dataset = source.build("val")
+    metrics = evaluate_model(
+        model, dataset, torch.device("cpu"), None, tiny.parent, evaluator=build_evaluator("toy")
+    )
+    for metric in out:
+        for stat, value in metrics[metric].items():
+            expected = round(value * 100, 3) if value >= 0 else value
+            assert out[metric][stat] == pytest.approx(expected, abs=1e-9), (metric, stat)
+
+
+def test_eval_named_model_downloads_once(tiny: Path, cache: Path, capsys) -> None:
+    sha = hashlib.sha256(tiny.read_bytes()).hexdigest()
+    card = ModelCard(name="tiny_named", weights=tiny.as_uri(), sha256=sha, reported={"bbox": 1.0})
+    with registry.registered(MODELS, "tiny_named", card):
+        argv = ["eval", "--model", "tiny_named", *TOY, "--json", "--no-progress"]
+        assert main(argv) == 0
+        first = _json_out(capsys)
+        cached = cache / "models" / "tiny_named" / "tiny.safetensors"
+        assert cached.is_file()
+        tiny.unlink()  # the second run must use the cache
+        assert main(argv) == 0
+        assert _json_out(capsys) == first
+
+
+def test_eval_int8_runs_the_quantized_model(tiny: Path, capsys) -> None:
+    argv = ["eval", "--weights", str(tiny), *TOY, "--json", "--no-progress"]
+    assert main([*argv, "--int8", "--calibration-images", "2"]) == 0
+    out = _json_out(capsys)
+    assert set(out) == {"bbox", "segm", "gps", "gpsm"}
+    err = capsys.readouterr().err
+    assert "error" not in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--weights", "W", "--gt", "g.json", "--results", "r.json", *TOY], "not both"),
+        (["--spec", "x", *TOY], "needs --model NAME or --weights PATH"),
+        (["--weights", "{tiny}"], "needs --data toy"),
+        (["--weights", "{tiny}", *TOY, "--int8-weights", "d"], "--int8-weights needs --int8"),
+        (["--weights", "{tiny}", *TOY, "--max-images", "0"], "--max-images must be a positive"),
+        (["--gt", "g.json", "--results", "r.json", "--int8"], "--int8 only apply"),
+        ([], "nothing to evaluate"),
+        (["--model", "tiny_missing", *TOY], "unknown fnl.models component 'tiny_missing'"),
+        (["--weights", "{tiny}", "--spec", "x.json", "--model", "m", *TOY], "already fixes"),
+    ],
+)
+def test_eval_option_errors_are_one_line(tiny: Path, capsys, argv, message) -> None:
+    argv = [a.replace("{tiny}", str(tiny)) for a in argv]
+    card = ModelCard(name="m", weights=tiny.as_uri())
+    with registry.registered(MODELS, "m", card):
+        assert main(["eval", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err, err
+
+
+def test_eval_without_fnl_detector_names_the_package(monkeypatch, capsys, tmp_path) -> None:
+    monkeypatch.setitem(sys.modules, "fnl_detector.model_eval", None)
+    assert main(["eval", "--weights", str(tmp_path / "w.safetensors"), *TOY]) == 2
+    err = capsys.readouterr().err
+    assert "needs the fnl-detector package" in err and "\n" not in err.strip()
+
+
+# ---------------------------------------------------------------- resolve_model
+def _args(**kw):
+    import argparse
+
+    return argparse.Namespace(**{"model": None, "weights": None, "spec": None, **kw})
+
+
+def test_resolve_weights_reads_spec_metadata_then_spec_json(tiny: Path, tmp_path: Path) -> None:
+    from fnl_core.errors import InputError
+    from fnl_detector.commands._weights import resolve_model
+    from fnl_detector.convert import save_weights
+    from fnl_detector.spec import load_spec
+
+    resolved = resolve_model(_args(weights=str(tiny)))
+    assert resolved.weights == tiny and resolved.spec["backbone"]["type"] == "tiny_backbone"
+    # a training run: weights without metadata, spec.json in the run folder
+    from safetensors.torch import load_file
+
+    run = tmp_path / "run"
+    ckpt = run / "checkpoints" / "iter_0000010" / "model.safetensors"
+    ckpt.parent.mkdir(parents=True)
+    save_weights(load_file(tiny), ckpt)
+    with pytest.raises(InputError, match="no --spec given"):
+        resolve_model(_args(weights=str(ckpt)))
+    (run / "spec.json").write_text(json.dumps(resolved.spec))
+    again = resolve_model(_args(weights=str(ckpt)))
+    assert load_spec(again.spec) == load_spec(resolved.spec)
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        resolve_model(_args(weights=str(tmp_path / "missing.safetensors")))
+
+
+def test_resolve_model_with_local_weights_and_spec_only(tiny: Path, tmp_path: Path) -> None:
+    from detector_standins import tiny_spec
+
+    from fnl_core.errors import InputError
+    from fnl_detector.commands._weights import resolve_model
+
+    spec_file = tmp_path / "tiny.json"
+    spec_file.write_text(json.dumps(tiny_spec()))
+    card = ModelCard(name="manual_only", spec=str(spec_file), download_page="https://x.invalid/p")
+    with registry.registered(MODELS, "manual_only", card):
+        with pytest.raises(InputError, match="--weights PATH"):
+            resolve_model(_args(model="manual_only"))
+        resolved = resolve_model(_args(model="manual_only", weights=str(tiny)))
+    assert resolved.weights == tiny and resolved.label == "manual_only"
+    untrained = resolve_model(_args(spec=str(spec_file)), require_weights=False)
+    assert untrained.weights is None
+    with pytest.raises(InputError, match="no model given"):
+        resolve_model(_args(spec=str(spec_file)))
