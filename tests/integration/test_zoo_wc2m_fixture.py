@@ -18,6 +18,7 @@ from zoo_fixture_utils import (
     fixtures_root,
     image_tensor,
     load_outputs,
+    resized_frame_boxes,
     run_resized,
     sizes,
 )
@@ -141,19 +142,6 @@ def test_box_outputs_and_detections(model, ref, features):
         det["boxes"], sizes(ref, "resized_image_size_hw"), sizes(ref, "input_image_size_hw")
     )
     assert_close("det_boxes", boxes, ref["det_boxes"])
-
-
-def resized_frame_boxes(ref) -> torch.Tensor:
-    """The detections in the resized frame (where the DensePose pooler reads them).
-
-    The fixture's ``det_boxes_resized`` equals ``det_boxes`` (original frame): detectron2's
-    ``detector_postprocess`` rescales ``pred_boxes`` in place, after the array was captured by
-    reference. The pooled features were computed before that, at the resized-frame boxes, so
-    the boxes are mapped back here (x * resized_w / W, y * resized_h / H).
-    """
-    (rh, rw), (h, w) = sizes(ref, "resized_image_size_hw"), sizes(ref, "input_image_size_hw")
-    boxes = torch.from_numpy(ref["det_boxes"]).double()
-    return (boxes * boxes.new_tensor([rw / w, rh / h, rw / w, rh / h])).float()
 
 
 def test_densepose_branch_with_confidences(model, ref, features):

@@ -54,6 +54,19 @@ def sizes(ref: dict[str, np.ndarray], key: str) -> tuple[int, int]:
     return tuple(int(v) for v in ref[key])
 
 
+def resized_frame_boxes(ref: dict[str, np.ndarray]) -> torch.Tensor:
+    """The detections in the resized frame (where the DensePose pooler reads them).
+
+    In the resized fixtures ``det_boxes_resized`` equals ``det_boxes`` (original frame):
+    detectron2's ``detector_postprocess`` rescales ``pred_boxes`` in place, after the array was
+    captured by reference. The pooled features were computed before that, at the resized-frame
+    boxes, so the boxes are mapped back here (x * resized_w / W, y * resized_h / H).
+    """
+    (rh, rw), (h, w) = sizes(ref, "resized_image_size_hw"), sizes(ref, "input_image_size_hw")
+    boxes = torch.from_numpy(ref["det_boxes"]).double()
+    return (boxes * boxes.new_tensor([rw / w, rh / h, rw / w, rh / h])).float()
+
+
 def image_tensor(array: np.ndarray) -> torch.Tensor:
     """H×W×3 uint8 → float [3, H, W] (0..255)."""
     return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).float()
