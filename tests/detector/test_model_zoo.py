@@ -1,0 +1,95 @@
+"""fnl-detector's named models: the shipped cards, their presets, and the toy model's weights."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from fnl_core import registry
+from fnl_core.groups import MODELS, PRESETS
+from fnl_core.models import get_card
+from fnl_detector import model_zoo
+
+REPO = Path(__file__).resolve().parents[2]
+TOY = "mobile_parsing_rcnn_b_toy"
+
+
+def _fixtures_root() -> Path:
+    env = os.environ.get("FNL_FIXTURES")
+    return Path(env) if env else REPO.parent / "shared" / "fixtures"
+
+
+ZOO_KEYS = _fixtures_root() / "reference-state-dicts" / "zoo_keys.json"
+
+
+def test_every_shipped_card_is_registered_and_valid() -> None:
+    names = model_zoo.builtin_model_names()
+    advertised = {i.name for i in registry.entries(MODELS) if i.distribution == "fnl-detector"}
+    assert advertised == set(names)
+    for name in names:
+        card = get_card(name)
+        assert card.name == name
+        assert card.source, name
+        if name != TOY:
+            assert set(card.reported) == {"bbox", "segm", "gps", "gpsm"}, name
+            assert card.license and card.reported_on, name
+
+
+def test_detectron2_cards_name_their_file_hash_and_config() -> None:
+    d2 = [get_card(n) for n in model_zoo.builtin_model_names() if n.startswith("densepose_rcnn_")]
+    assert len(d2) == 23  # 22 chart-based configs + the soft R-50 CSE one
+    for card in d2:
+        match = re.search(r"/(densepose_rcnn_[A-Za-z0-9_]+)/\d+/model_final_([0-9a-f]{6})\.pkl$",
+                          card.weights)  # fmt: skip
+        assert match, card.weights
+        assert match.group(1).lower() == card.name == card.preset
+        assert card.sha256_prefix == match.group(2)
+
+
+@pytest.mark.skipif(not ZOO_KEYS.is_file(), reason=f"shared fixture {ZOO_KEYS} not present")
+def test_card_presets_are_the_reference_config_stems() -> None:
+    configs = json.loads(ZOO_KEYS.read_text())["models"]
+    stems = {Path(c.split(":", 1)[1]).stem.lower() for c in configs}
+    d2 = {n for n in model_zoo.builtin_model_names() if n.startswith("densepose_rcnn_")}
+    assert d2 == {s for s in stems if s.startswith("densepose_rcnn_")}
+    fnl_cards = {"mobile_parsing_rcnn_b_s3x", "mobile_parsing_rcnn_b_wc2m_s3x",
+                 "mobile_parsing_rcnn_b_cse_s3x"}  # fmt: skip
+    assert fnl_cards <= stems and fnl_cards <= set(model_zoo.builtin_model_names())
+
+
+def test_installed_presets_of_cards_validate() -> None:
+    from fnl_detector.spec import load_spec
+
+    installed = set(registry.names(PRESETS))
+    checked = 0
+    for name in model_zoo.builtin_model_names():
+        card = get_card(name)
+        if card.preset is not None and card.preset in installed:
+            load_spec({"preset": card.preset})
+            checked += 1
+    assert checked >= 1  # mobile_parsing_rcnn_b is always there
+
+
+def test_toy_card_points_into_the_package() -> None:
+    card = get_card(TOY)
+    assert card.preset is None and card.spec is None
+    assert card.packaged_weights() == Path(model_zoo.__file__).parent / f"{TOY}.safetensors"
+
+
+@pytest.mark.skipif(
+    not (Path(model_zoo.__file__).parent / f"{TOY}.safetensors").is_file(),
+    reason="the toy model's weights are not in the package yet (added from the training run)",
+)
+def test_toy_model_loads_with_the_spec_from_its_weights() -> None:
+    import argparse
+
+    from fnl_detector.commands._weights import build_model, resolve_model
+
+    resolved = resolve_model(argparse.Namespace(model=TOY, weights=None, spec=None))
+    assert resolved.weights == get_card(TOY).packaged_weights()
+    model = build_model(resolved)  # strict load: every key fits
+    assert not model.training
