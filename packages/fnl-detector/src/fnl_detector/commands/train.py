@@ -9,20 +9,41 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+from pathlib import Path
 from typing import Any
 
 from fnl_core.command import Command
-from fnl_detector.commands import add_overrides_argument
+from fnl_detector.commands import (
+    add_overrides_argument,
+    load_spec_early,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
+
+#: Exit status after Ctrl-C (128 + SIGINT), as shells report it.
+EXIT_INTERRUPTED = 130
+
+RECIPES = ("auto", "cpu-toy", "paper")
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     """Options shared by ``fnl train`` and ``fnl demo``."""
-    parser.add_argument("--iters", type=int, help="optimiser steps (steps/warm-up scale with it)")
-    parser.add_argument("--batch-size", type=int, help="images per step over all processes")
-    parser.add_argument("--lr", type=float, help="base learning rate (paper: 0.002 at batch 16)")
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--num-workers", type=int, default=0, help="data-loading processes")
+    parser.add_argument(
+        "--iters", type=positive_int, help="optimiser steps (steps/warm-up scale with it)"
+    )
+    parser.add_argument(
+        "--batch-size", type=positive_int, help="images per step over all processes"
+    )
+    parser.add_argument(
+        "--lr", type=positive_float, help="base learning rate (paper: 0.002 at batch 16)"
+    )
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None)
+    parser.add_argument("--seed", type=non_negative_int, default=None, help="default 0")
+    parser.add_argument(
+        "--num-workers", type=non_negative_int, default=None, help="data-loading processes"
+    )
     add_overrides_argument(
         parser,
         "spec overrides (input.min_size_train=[240]); train.KEY=VALUE sets a trainer "
@@ -53,10 +74,10 @@ def split_overrides(overrides: list[str]) -> tuple[list[str], dict[str, Any]]:
     return spec_overrides, train_options
 
 
-def train_config(args: argparse.Namespace, options: dict[str, Any], default_iters: int) -> Any:
-    from fnl_detector.train.config import TrainConfig
-
+def explicit_options(args: argparse.Namespace, options: dict[str, Any]) -> dict[str, Any]:
+    """Trainer options the user gave (command-line flags, then ``train.*`` overrides)."""
     explicit = {
+        "iters": getattr(args, "iters", None),
         "batch_size": args.batch_size,
         "lr": args.lr,
         "device": args.device,
@@ -65,8 +86,53 @@ def train_config(args: argparse.Namespace, options: dict[str, Any], default_iter
         "eval_period": getattr(args, "eval_period", None),
         "max_minutes": getattr(args, "minutes", None),
     }
-    explicit = {k: v for k, v in explicit.items() if v is not None}
-    return TrainConfig.scaled(args.iters or default_iters, **{**explicit, **options})
+    return {**{k: v for k, v in explicit.items() if v is not None}, **options}
+
+
+def train_config(
+    args: argparse.Namespace,
+    options: dict[str, Any],
+    default_iters: int,
+    recipe_options: dict[str, Any] | None = None,
+) -> Any:
+    """The paper schedule scaled to ``--iters`` (else ``default_iters``), then the recipe's
+    trainer options, then what the user set explicitly."""
+    from fnl_detector.train.config import TrainConfig
+
+    given = explicit_options(args, options)
+    iters = given.pop("iters", default_iters)
+    return TrainConfig.scaled(iters, **{**(recipe_options or {}), **given})
+
+
+def choose_recipe(choice: str, data: str, device: str | None) -> str:
+    """``auto``: ``cpu-toy`` for toy data on a CPU (no CUDA, or ``--device cpu``), else
+    ``paper``. Imports torch only when it must ask about CUDA."""
+    if choice != "auto":
+        return choice
+    if data.partition(":")[0] != "toy" or device == "cuda":
+        return "paper"
+    if device == "cpu":
+        return "cpu-toy"
+    import torch
+
+    return "paper" if torch.cuda.is_available() else "cpu-toy"
+
+
+def recipe_line(recipe: str, choice: str, config: Any) -> str:
+    """The one line printed at the start of a run: which recipe and its key settings."""
+    from fnl_detector.train.recipes import TOY_SIZE
+
+    why = " (chosen for toy data on a CPU)" if choice == "auto" else ""
+    if recipe == "cpu-toy":
+        return (
+            f"fnl train: recipe cpu-toy{why}: from scratch, trainable BN, {TOY_SIZE} px, "
+            f"batch {config.batch_size}, lr {config.lr:g}, {config.iters} steps; "
+            "--recipe paper for the preset's own settings"
+        )
+    return (
+        f"fnl train: recipe paper: the spec's own settings, batch {config.batch_size}, "
+        f"lr {config.lr:g}, {config.iters} steps"
+    )
 
 
 def _configure(parser: argparse.ArgumentParser) -> None:
@@ -75,10 +141,32 @@ def _configure(parser: argparse.ArgumentParser) -> None:
         "--data", required=True, help="toy | coco:PATH (any registered dataset, name[:root])"
     )
     parser.add_argument("--out", required=True, help="run folder (checkpoints, logs, metrics)")
+    parser.add_argument(
+        "--recipe",
+        choices=RECIPES,
+        default="auto",
+        help="cpu-toy: the settings that train on a CPU in minutes (fnl_detector.train.recipes; "
+        "from scratch, trainable BN, 240 px, batch 2, lr 0.02, 2000 steps); paper: the spec's "
+        "own (batch 16, lr 0.002, 130k steps); auto (default): cpu-toy for toy data on a CPU, "
+        "else paper. --set, --batch-size, --lr, --iters override either",
+    )
     add_common_arguments(parser)
-    parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
-    parser.add_argument("--eval-period", type=int, help="evaluate every N iterations (0: at end)")
-    parser.add_argument("--minutes", type=float, help="training time budget (fits --iters to it)")
+    run = parser.add_mutually_exclusive_group()
+    run.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its last checkpoint, with its saved spec and "
+        "trainer options",
+    )
+    run.add_argument(
+        "--overwrite", action="store_true", help="delete the run already in --out and start anew"
+    )
+    parser.add_argument(
+        "--eval-period", type=non_negative_int, help="evaluate every N iterations (0: at end)"
+    )
+    parser.add_argument(
+        "--minutes", type=positive_float, help="training time budget (fits --iters to it)"
+    )
     parser.add_argument("--train-split", help="default: train")
     parser.add_argument("--val-split", help="held-out split (toy: val, coco: minival); '' = none")
     parser.add_argument(
@@ -87,22 +175,103 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def _early_checks(args: argparse.Namespace, spec_overrides: list[str]) -> None:
+    """Everything that can be checked without torch: the run folder and the spec(s)."""
+    from fnl_core.cli import CliError
+    from fnl_detector.train.rundir import existing_run_files
+
+    out = Path(args.out)
+    if args.resume:
+        if not (out / "checkpoints").is_dir():
+            raise CliError(f"--resume: {out} holds no run to resume (no checkpoints/ folder)")
+        return
+    found = existing_run_files(out)
+    if found and not args.overwrite:
+        raise CliError(
+            f"--out {out} already holds a run ({', '.join(found)}); continue it with --resume, "
+            "pick a new --out, or replace it with --overwrite"
+        )
+    from fnl_detector.train.recipes import TOY_CPU_SPEC_OVERRIDES
+
+    load_spec_early(args.spec, spec_overrides)
+    if args.recipe in ("auto", "cpu-toy") and args.data.partition(":")[0] == "toy":
+        load_spec_early(args.spec, TOY_CPU_SPEC_OVERRIDES + spec_overrides)
+
+
+def resumed_spec(run_dir: Path, spec_overrides: list[str]) -> Any:
+    """The spec saved in ``run_dir``; ``--set`` overrides may only repeat what it holds."""
+    from fnl_core.cli import CliError
+    from fnl_detector.spec import load_spec
+    from fnl_detector.train.rundir import SPEC_FILE
+
+    path = run_dir / SPEC_FILE
+    if not path.is_file():
+        raise CliError(f"--resume: {path} is missing; the run's spec cannot be restored")
+    saved = load_spec(path)
+    spec = load_spec(path, spec_overrides)
+    if spec.to_dict() != saved.to_dict():
+        changed = _changed_keys(saved.to_dict(), spec.to_dict())
+        raise CliError(
+            f"--resume: --set changes the run's spec ({', '.join(changed)}; saved in {path}); "
+            "resume without it, or start a new run with --out"
+        )
+    return saved
+
+
+def resumed_config(run_dir: Path, given: dict[str, Any]) -> Any:
+    """The trainer options saved in ``run_dir`` updated with what was given now."""
+    from fnl_detector.train.config import TrainConfig
+    from fnl_detector.train.rundir import CONFIG_FILE
+
+    path = run_dir / CONFIG_FILE
+    saved = TrainConfig.model_validate_json(path.read_text()) if path.is_file() else TrainConfig()
+    return TrainConfig.model_validate({**saved.model_dump(), **given})
+
+
+def _changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        keys = sorted(set(old) | set(new))
+        return [c for k in keys for c in _changed_keys(old.get(k), new.get(k), f"{prefix}{k}.")]
+    return [] if old == new else [prefix.rstrip(".")]
+
+
 def _run(args: argparse.Namespace) -> int:
+    spec_overrides, train_options = split_overrides(args.overrides)
+    _early_checks(args, spec_overrides)  # before torch: errors in well under a second
+
     from fnl_detector.spec import load_spec
     from fnl_detector.train import distributed as dist_utils
     from fnl_detector.train.evaluate import require_evaluator
-    from fnl_detector.train.loop import Trainer, select_device
+    from fnl_detector.train.loop import Trainer, TrainingInterrupted, select_device
+    from fnl_detector.train.recipes import (
+        TOY_CPU_ITERS,
+        TOY_CPU_SPEC_OVERRIDES,
+        TOY_CPU_TRAIN_OPTIONS,
+    )
     from fnl_detector.train.sources import parse_data
 
-    spec_overrides, train_options = split_overrides(args.overrides)
-    spec = load_spec(args.spec, spec_overrides)
-    config = train_config(args, train_options, default_iters=130_000)
+    out = Path(args.out)
+    info = dist_utils.from_env()
+    if args.resume:
+        spec = resumed_spec(out, spec_overrides)
+        config = resumed_config(out, explicit_options(args, train_options))
+        if info.is_main:
+            print(f"fnl train: resuming {out} with its saved spec and trainer options")
+    else:
+        recipe = choose_recipe(args.recipe, args.data, args.device)
+        if recipe == "cpu-toy":
+            spec = load_spec(args.spec, TOY_CPU_SPEC_OVERRIDES + spec_overrides)
+            config = train_config(args, train_options, TOY_CPU_ITERS, TOY_CPU_TRAIN_OPTIONS)
+        else:
+            spec = load_spec(args.spec, spec_overrides)
+            config = train_config(args, train_options, default_iters=130_000)
+        if info.is_main:
+            print(recipe_line(recipe, args.recipe, config))
     source = parse_data(
         args.data, args.data_options, args.train_split, args.val_split, args.surface
     )
     if source.val_split:  # fnl-eval is optional: fail now, not after training
         require_evaluator(source.surface, purpose="fnl train's evaluation")
-    info = dist_utils.from_env()
     dist_utils.init(info, select_device(config.device, info.local_rank))
     # rank 0 generates / indexes the data first; the others then read the cached files
     if not info.is_main:
@@ -116,14 +285,26 @@ def _run(args: argparse.Namespace) -> int:
     trainer = Trainer(
         config,
         train_set,
-        args.out,
+        out,
         spec=spec,
         eval_set=eval_set,
         surface=source.surface,
         resume=args.resume,
+        overwrite=args.overwrite,
         progress=not args.no_progress,
     )
-    summary = trainer.train()
+    try:
+        summary = trainer.train()
+    except TrainingInterrupted as stop:
+        if info.is_main:
+            where = f"checkpoint {stop.checkpoint}" if stop.checkpoint else "no checkpoint"
+            print(
+                f"fnl train: interrupted at iteration {stop.iteration}; {where}; continue with "
+                f"the same command and --resume",
+                file=sys.stderr,
+            )
+        dist_utils.shutdown()
+        return EXIT_INTERRUPTED
     if info.is_main:
         print(json.dumps({k: v for k, v in summary.items() if k != "eval"}, indent=2))
         if summary.get("eval"):

@@ -8,7 +8,8 @@ A run directory holds::
     RUN_DIR/checkpoints/last_checkpoint                  name of the newest complete checkpoint
     RUN_DIR/model.safetensors                            final weights
 
-Every file is written atomically (temporary file in the same directory, fsync, ``os.replace``);
+Every file is written atomically (temporary file in the same directory, fsync, ``os.replace``)
+with the mode a plainly created file would get (0o666 less the umask, not mkstemp's 0600);
 ``last_checkpoint`` is written last, so it always names a complete pair. The trainer state only
 holds tensors, numbers, strings, lists and dicts, so it loads with
 ``torch.load(weights_only=True)``.
@@ -43,6 +44,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, default_file_mode())  # mkstemp creates 0600; give what open() would
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -52,6 +54,13 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+
+
+def default_file_mode() -> int:
+    """The mode ``open(path, "w")`` gives a new file: 0o666 less the process umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -67,6 +67,14 @@ def subset_gt_json(gt_json: Path, image_ids: set[int], out_path: Path) -> Path:
     return out_path
 
 
+def require_evaluator(surface: str | None, purpose: str, evaluator: str = "densepose_coco") -> None:
+    """Fail now, in one line naming what to install, if :func:`build_evaluator` would fail
+    later (the evaluator comes with fnl-eval, the ``fnl-detector[eval]`` extra)."""
+    registry.require(groups.EVALUATORS, evaluator, purpose=purpose, extra="fnl-detector[eval]")
+    if surface is not None:
+        registry.require(groups.SURFACES, surface, purpose=purpose)
+
+
 def build_evaluator(surface: str | None, evaluator: str = "densepose_coco") -> Any:
     """The registered evaluator on the registered body surface named ``surface``.
 
@@ -87,14 +95,20 @@ def evaluate_model(
     work_dir: Path,
     max_images: int | None = None,
     evaluator: Any = None,
-) -> dict[str, Any]:
-    """Box / GPS / GPSm AP (whatever the evaluator reports) of ``model`` on ``dataset``."""
+    should_stop: Callable[[], bool] | None = None,
+) -> dict[str, Any] | None:
+    """Box / GPS / GPSm AP (whatever the evaluator reports) of ``model`` on ``dataset``.
+
+    None when ``should_stop`` (see :func:`predict_records`) ended the run early.
+    """
     records = list(dataset.records)
     gt_json = Path(dataset.gt_json)
     if max_images is not None and max_images < len(records):
         records = records[:max_images]
         gt_json = subset_gt_json(gt_json, {r.image_id for r in records}, work_dir / "eval_gt.json")
-    results = predict_records(model, dataset, records, device)
+    results = predict_records(model, dataset, records, device, should_stop=should_stop)
+    if results is None:
+        return None
     results_path = Path(work_dir) / "eval_results.json"
     results_path.parent.mkdir(parents=True, exist_ok=True)
     results_path.write_text(json.dumps(results))

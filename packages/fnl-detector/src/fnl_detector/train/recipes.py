@@ -49,6 +49,10 @@ TOY_CPU_SPEC_OVERRIDES: list[str] = [
     "densepose.predictor.coarse_channels=2",
 ]
 
+#: Steps of ``fnl train --recipe cpu-toy`` when neither ``--iters`` nor ``--minutes`` is given
+#: (the step count of docs/training.md's CPU example).
+TOY_CPU_ITERS = 2000
+
 #: Trainer options of that recipe (``TrainConfig`` fields).
 TOY_CPU_TRAIN_OPTIONS: dict[str, Any] = {
     "batch_size": 2,

@@ -1,0 +1,153 @@
+"""``fnl train`` from the command line: argument checks, recipes, occupied run folders, resume
+with the saved spec, Ctrl-C (exit 130)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from fnl_core.cli import main as fnl
+from fnl_detector.commands.train import EXIT_INTERRUPTED, choose_recipe
+
+TINY = [
+    "input.min_size_train=[128]",
+    "input.min_size_test=128",
+    "input.max_size_train=192",
+    "input.max_size_test=192",
+]
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "expected"),
+    [
+        ("--iters", "0", "expected an integer > 0, got '0'"),
+        ("--iters", "-3", "expected an integer > 0, got '-3'"),
+        ("--batch-size", "two", "expected an integer > 0, got 'two'"),
+        ("--lr", "-0.1", "expected a number > 0, got '-0.1'"),
+        ("--minutes", "inf", "expected a finite number > 0, got 'inf'"),
+        ("--seed", "-1", "expected an integer >= 0, got '-1'"),
+        ("--eval-period", "-1", "expected an integer >= 0, got '-1'"),
+    ],
+)
+def test_nonsense_numbers_are_rejected(tmp_path, capsys, option, value, expected):
+    with pytest.raises(SystemExit) as info:
+        fnl(["train", "mobile_parsing_rcnn_b", "--data", "toy", "--out", str(tmp_path),
+             option, value])  # fmt: skip
+    assert info.value.code == 2
+    assert f"argument {option}: {expected}" in capsys.readouterr().err
+
+
+def _fnl_without_torch(args: list[str]) -> tuple[int, str, bool]:
+    """Run ``fnl ARGS`` in a fresh interpreter; (exit code, stderr, torch imported?)."""
+    code = (
+        "import sys\n"
+        "from fnl_core.cli import main\n"
+        f"rc = main({args!r})\n"
+        "print('torch' in sys.modules, 'timm' in sys.modules)\n"
+        "sys.exit(rc)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    return done.returncode, done.stderr, done.stdout.strip() != "False False"
+
+
+def test_spec_typo_is_reported_before_torch_is_imported(tmp_path):
+    args = ["train", "mobile_parsing_rcnn_b", "--data", "toy", "--out", str(tmp_path / "r"),
+            "--set", "backbone.nrom=bn"]  # fmt: skip
+    rc, err, imported = _fnl_without_torch(args)
+    assert rc == 2 and "backbone.nrom" in err and not imported
+
+
+def test_occupied_out_is_refused_before_torch_is_imported(tmp_path):
+    (tmp_path / "metrics.jsonl").write_text('{"iteration": 1}\n')
+    (tmp_path / "checkpoints").mkdir()
+    rc, err, imported = _fnl_without_torch(
+        ["train", "mobile_parsing_rcnn_b", "--data", "toy", "--out", str(tmp_path)]
+    )
+    assert rc == 2 and not imported
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "already holds a run (metrics.jsonl, checkpoints)" in lines[0]
+    assert "--resume" in lines[0] and "--overwrite" in lines[0]
+    assert (tmp_path / "metrics.jsonl").read_text() == '{"iteration": 1}\n'
+
+
+def test_resume_needs_a_run(tmp_path, capsys):
+    rc = fnl(["train", "mobile_parsing_rcnn_b", "--data", "toy", "--out", str(tmp_path),
+              "--resume"])  # fmt: skip
+    assert rc == 2 and "holds no run to resume" in capsys.readouterr().err
+
+
+def test_recipe_choice():
+    assert choose_recipe("auto", "toy", "cpu") == "cpu-toy"
+    assert choose_recipe("auto", "toy:/data", "cpu") == "cpu-toy"
+    assert choose_recipe("auto", "toy", "cuda") == "paper"
+    assert choose_recipe("auto", "coco:/data", "cpu") == "paper"
+    assert choose_recipe("paper", "toy", "cpu") == "paper"
+    assert choose_recipe("auto", "toy", None) == ("paper" if torch.cuda.is_available()
+                                                  else "cpu-toy")  # fmt: skip
+
+
+# ----------------------------------------------------------------- real runs on toy data
+@pytest.fixture(scope="module")
+def toy_options(tmp_path_factory):
+    pytest.importorskip("fnl_data", reason="needs the toy dataset (fnl-data)")
+    cache = tmp_path_factory.mktemp("cache")
+    return [
+        "--data-set", 'num_images={"train": 4, "val": 2}', "width=160", "height=128",
+        "max_people=2", "points_per_person=30", f"cache_dir={cache}",
+    ]  # fmt: skip
+
+
+def _train(run, toy_options, *args: str) -> int:
+    return fnl(["train", "mobile_parsing_rcnn_b", "--data", "toy", "--out", str(run),
+                "--no-progress", "--val-split", "", *toy_options, *args])  # fmt: skip
+
+
+def test_cpu_toy_recipe_ctrl_c_and_resume_with_the_saved_spec(
+    tmp_path, toy_options, capsys, monkeypatch
+):
+    from fnl_detector.train.loop import Trainer
+
+    run = tmp_path / "run"
+    step = Trainer._step
+
+    def ctrl_c_at_second_step(self, it, images, targets):
+        if it == 1 and not self.start_iter:
+            signal.raise_signal(signal.SIGINT)
+        return step(self, it, images, targets)
+
+    monkeypatch.setattr(Trainer, "_step", ctrl_c_at_second_step)
+    rc = _train(run, toy_options, "--device", "cpu", "--iters", "4", "--set", *TINY,
+                "train.num_threads=1", "train.log_period=1")  # fmt: skip
+    captured = capsys.readouterr()
+    assert rc == EXIT_INTERRUPTED
+    assert "fnl train: recipe cpu-toy (chosen for toy data on a CPU)" in captured.out
+    assert "interrupted at iteration 2; checkpoint" in captured.err
+    assert (run / "checkpoints" / "iter_0000002").is_dir()
+    spec = json.loads((run / "spec.json").read_text())
+    assert spec["densepose"]["predictor"]["coarse_channels"] == 2  # the recipe's
+    config = json.loads((run / "train_config.json").read_text())
+    assert config["batch_size"] == 2 and config["lr"] == 0.02 and config["num_threads"] == 1
+
+    # a conflicting override is refused in one line, naming the key
+    rc = _train(run, toy_options, "--resume", "--set", "densepose.predictor.coarse_channels=15")
+    err = capsys.readouterr().err
+    assert rc == 2 and "densepose.predictor.coarse_channels" in err and "spec.json" in err
+
+    # no --set needed: spec and trainer options come from the run folder
+    assert _train(run, toy_options, "--resume") == 0
+    out = capsys.readouterr().out
+    assert "resuming" in out and '"iterations": 4' in out
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in lines if "total_loss" in r] == [1, 2, 3, 4]

@@ -1,0 +1,165 @@
+"""Trainer robustness: run folders are not clobbered, Ctrl-C checkpoints, file modes, threads."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+
+import pytest
+import torch
+from train_fakes import FakeDataset, FakeDetector
+
+from fnl_detector.train.checkpoint import CheckpointDir, atomic_write_bytes
+from fnl_detector.train.config import TrainConfig
+from fnl_detector.train.evaluate import evaluate_model
+from fnl_detector.train.loop import RunExistsError, Trainer, TrainingInterrupted
+
+
+def _config(**kw) -> TrainConfig:
+    base = dict(
+        iters=8,
+        batch_size=4,
+        lr=0.05,
+        steps=(6,),
+        warmup_iters=2,
+        log_period=1,
+        checkpoint_period=100,
+        device="cpu",
+        seed=3,
+    )
+    return TrainConfig(**{**base, **kw})
+
+
+def _fake(cls=FakeDetector, **kw) -> FakeDetector:
+    torch.manual_seed(0)
+    return cls(**kw)
+
+
+def _trainer(run, model=None, **kw) -> Trainer:
+    return Trainer(_config(), FakeDataset(), run, model=model or _fake(), progress=False, **kw)
+
+
+class CtrlCDetector(FakeDetector):
+    """Delivers SIGINT to this process during forward call number ``at``."""
+
+    def __init__(self, at: int) -> None:
+        super().__init__()
+        self.at = at
+
+    def forward(self, images, targets=None):
+        if self.training and self.calls == self.at:
+            signal.raise_signal(signal.SIGINT)
+        return super().forward(images, targets)
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_existing_run_is_not_overwritten(tmp_path):
+    run = tmp_path / "run"
+    _trainer(run).train()
+    before = (run / "metrics.jsonl").read_text()
+    with pytest.raises(RunExistsError, match=r"already holds a run \(metrics.jsonl, checkpoints"):
+        _trainer(run)
+    assert (run / "metrics.jsonl").read_text() == before  # untouched
+
+
+def test_overwrite_replaces_the_old_run_entirely(tmp_path):
+    run = tmp_path / "run"
+    _trainer(run).train()
+    (run / "notes.txt").write_text("mine")
+    trainer = Trainer(
+        _config(iters=4, steps=(3,)), FakeDataset(), run, model=_fake(), progress=False,
+        overwrite=True,
+    )  # fmt: skip
+    assert not (run / "checkpoints").exists() and not (run / "model.safetensors").exists()
+    trainer.train()
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["iteration"] for x in lines] == [1, 2, 3, 4]
+    assert sorted(p.name for p in (run / "checkpoints").glob("iter_*")) == ["iter_0000004"]
+    assert (run / "notes.txt").read_text() == "mine"  # only the run's own files go
+
+
+def test_ctrl_c_checkpoints_the_current_iteration_and_resumes_exactly(tmp_path):
+    straight = _fake()
+    _trainer(tmp_path / "a", model=straight).train()
+
+    run = tmp_path / "b"
+    with pytest.raises(TrainingInterrupted) as info:
+        _trainer(run, model=_fake(CtrlCDetector, at=4)).train()
+    assert info.value.iteration == 5  # the step in progress finishes, then it stops
+    assert CheckpointDir(run / "checkpoints").last().name == "iter_0000005"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+
+    resumed = _fake()
+    _trainer(run, model=resumed, resume=True).train()
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_second_ctrl_c_aborts_at_once(tmp_path):
+    class TwiceDetector(FakeDetector):
+        def forward(self, images, targets=None):
+            if self.training and self.calls == 1:
+                signal.raise_signal(signal.SIGINT)
+                signal.raise_signal(signal.SIGINT)
+            return super().forward(images, targets)
+
+    with pytest.raises(KeyboardInterrupt) as info:
+        _trainer(tmp_path / "run", model=_fake(TwiceDetector)).train()
+    assert not isinstance(info.value, TrainingInterrupted)
+
+
+def test_evaluation_stops_before_the_next_image():
+    class Counting(FakeDataset):
+        calls = 0
+
+        def load_image(self, record):
+            self.calls += 1
+            return super().load_image(record)
+
+    data = Counting(n=5)
+    out = evaluate_model(
+        FakeDetector().eval(), data, torch.device("cpu"), None, "unused",
+        evaluator=object(), should_stop=lambda: True,
+    )  # fmt: skip
+    assert out is None and data.calls == 0
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002])
+def test_atomic_writes_follow_the_umask(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        atomic_write_bytes(tmp_path / "w.bin", b"x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "w.bin").stat().st_mode) == 0o666 & ~umask
+
+
+def test_checkpoint_files_are_not_private(tmp_path):
+    old = os.umask(0o022)
+    try:
+        _trainer(tmp_path / "run").train()
+    finally:
+        os.umask(old)
+    files = [p for p in (tmp_path / "run").rglob("*") if p.is_file()]
+    assert any(p.name == "model.safetensors" for p in files)
+    for path in files:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
+
+
+def test_thread_count_is_recorded_and_reused_on_resume(tmp_path):
+    run = tmp_path / "run"
+    Trainer(_config(num_threads=1), FakeDataset(), run, model=_fake(), progress=False).train(
+        stop_at=2
+    )
+    assert json.loads((run / "train_config.json").read_text())["num_threads"] == 1
+    torch.set_num_threads(2)
+    _trainer(run, resume=True)  # the config given has no thread count: the run's is used
+    assert torch.get_num_threads() == 1
