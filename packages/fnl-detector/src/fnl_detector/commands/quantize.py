@@ -15,11 +15,18 @@ from typing import Any
 
 from fnl_core.command import Command
 from fnl_detector.commands import add_overrides_argument
+from fnl_detector.commands._weights import add_model_arguments
 
 
 def _configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("spec", help="spec file (.json/.yaml) or preset name")
-    parser.add_argument("--weights", required=True, help="float weights of the model")
+    parser.add_argument(
+        "spec",
+        nargs="?",
+        help="spec file (.json/.yaml) or preset name (default: --model's, or "
+        "the one stored with --weights)",
+    )
+    parser.add_argument("--weights", help="float weights of the model (or --model NAME)")
+    add_model_arguments(parser, weights=False, spec=False)
     parser.add_argument("--method", default="ptq", help="registered quantizer: ptq | qat")
     parser.add_argument("--data", default="toy", help="toy | coco:PATH (calibration/QAT data)")
     parser.add_argument("--out", required=True, help="output folder for the int8 model")
@@ -138,16 +145,18 @@ def _run(args: argparse.Namespace) -> int:
     import torch
 
     from fnl_detector.build import build_detector
+    from fnl_detector.commands._weights import resolve_model
     from fnl_detector.convert import load_weights
     from fnl_detector.spec import load_spec
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    spec = load_spec(args.spec, args.overrides)
+    resolved = resolve_model(args)
+    spec = load_spec(resolved.spec, args.overrides)
     config = _quantizer_config(args.method, args.quant_options)
     quantizer = config.build()
     model = build_detector(spec).eval()
-    load_weights(model, args.weights)
+    load_weights(model, resolved.weights)
     samples = _samples(args.data, args.data_options)
     first = samples[(0, False)][0].float()
     prepared = quantizer.prepare(model, ([first],))
@@ -162,7 +171,10 @@ def _run(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     artifact.save_quantized(
-        int8, out, config, extra={"spec": spec.model_dump(mode="json"), "weights": args.weights}
+        int8,
+        out,
+        config,
+        extra={"spec": spec.model_dump(mode="json"), "weights": str(resolved.weights)},
     )
     (out / "spec.json").write_text(spec.model_dump_json(indent=2) + "\n", encoding="utf-8")
     with tempfile.TemporaryDirectory() as tmp:
