@@ -275,3 +275,129 @@ def side_by_side(left: np.ndarray, right: np.ndarray, titles: tuple[str, str]) -
     draw.text((2, 1), titles[0], fill=(0, 0, 0))
     draw.text((left.shape[1] + 6, 1), titles[1], fill=(0, 0, 0))
     return np.asarray(canvas)
+
+
+def _paste_maps(
+    image_hw: tuple[int, int],
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    colors: Sequence[np.ndarray],
+    masks: Sequence[np.ndarray],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-detection h×w×3 colour maps pasted at their integer boxes (highest score wins)."""
+    out = np.zeros((*image_hw, 3), dtype=np.uint8)
+    painted = np.zeros(image_hw, dtype=bool)
+    xywh = detection_boxes_xywh(boxes)
+    for k in np.argsort(np.asarray(scores), kind="stable"):  # ascending: best painted last
+        region = _paste_region(xywh[k], image_hw)
+        if region is None:
+            continue
+        ys, xs, cy, cx = region
+        mask = np.asarray(masks[k], dtype=bool)[cy, cx]
+        out[ys, xs][mask] = np.asarray(colors[k])[cy, cx][mask]
+        painted[ys, xs] |= mask
+    return out, painted
+
+
+def _outline_boxes(image: np.ndarray, boxes: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    from PIL import Image, ImageDraw
+
+    canvas = Image.fromarray(image)
+    draw = ImageDraw.Draw(canvas)
+    for (x0, y0, x1, y1), score in zip(boxes.tolist(), np.asarray(scores).tolist(), strict=True):
+        draw.rectangle([x0, y0, x1, y1], outline=(255, 64, 64), width=1)
+        draw.text((x0 + 2, y0 + 1), f"{score:.2f}", fill=(255, 64, 64))
+    return np.asarray(canvas)
+
+
+def draw_confidence(
+    image: np.ndarray,
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    maps: Sequence[np.ndarray],
+    masks: Sequence[np.ndarray] | None = None,
+    min_score: float = 0.8,
+    value_range: tuple[float, float] | None = None,
+    alpha: float = 0.7,
+) -> np.ndarray:
+    """A per-pixel confidence of each detection (e.g. ``sigma_2``) through the colormap.
+
+    ``maps`` are per detection h×w float arrays over its integer box (as
+    ``fnl_detector.postprocess.chart_confidences`` gives them); ``masks`` (h×w bool, e.g.
+    ``labels > 0``) choose the pixels shown, default: all of the box. Values are scaled from
+    ``value_range`` (default: the 2nd and 98th percentiles of the shown pixels) to [0, 1];
+    yellow = high (for ``sigma_2``: uncertain), blue = low.
+    """
+    keep = [k for k in range(len(scores)) if float(scores[k]) > min_score]
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)[keep]
+    kept_scores = np.asarray(scores)[keep]
+    values = [np.asarray(maps[k], dtype=np.float64) for k in keep]
+    shown = [
+        np.ones(v.shape, dtype=bool) if masks is None else np.asarray(masks[k], dtype=bool)
+        for k, v in zip(keep, values, strict=True)
+    ]
+    if value_range is None:
+        pool = np.concatenate([v[m] for v, m in zip(values, shown, strict=True)] or [np.zeros(1)])
+        lo, hi = np.percentile(pool, [2, 98]) if pool.size else (0.0, 1.0)
+    else:
+        lo, hi = value_range
+    scale = (hi - lo) or 1.0
+    colors = [colormap((v - lo) / scale) for v in values]
+    full, painted = _paste_maps(image.shape[:2], boxes, kept_scores, colors, shown)
+    out = image.copy()
+    _blend(out, full, painted, alpha)
+    return _outline_boxes(out, boxes, kept_scores)
+
+
+def vertex_colors_from_positions(positions: np.ndarray) -> np.ndarray:
+    """V×3 uint8 colours of mesh vertices: x, y, z each scaled to 0..255 over the mesh, so
+    that a vertex's colour tells where it lies on the body (DensePose's CSE visualisation)."""
+    xyz = np.asarray(positions, dtype=np.float64).reshape(-1, 3)
+    lo, hi = xyz.min(axis=0), xyz.max(axis=0)
+    return np.round(255 * (xyz - lo) / np.where(hi > lo, hi - lo, 1.0)).astype(np.uint8)
+
+
+def draw_vertices(
+    image: np.ndarray,
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    vertex_maps: Sequence[np.ndarray],
+    masks: Sequence[np.ndarray],
+    vertex_colors: np.ndarray | None = None,
+    num_vertices: int | None = None,
+    min_score: float = 0.8,
+    alpha: float = 0.7,
+) -> np.ndarray:
+    """CSE predictions: every masked pixel coloured by its closest mesh vertex.
+
+    ``vertex_maps`` (h×w int vertex indices) and ``masks`` (h×w bool) are per detection over
+    its integer box. With ``vertex_colors`` (V×3 uint8, e.g. :func:`vertex_colors_from_positions`
+    of the mesh's vertex positions) each vertex has the colour of its position on the mesh;
+    without them the vertex index goes through the colormap (index / (num_vertices - 1);
+    ``num_vertices`` defaults to the largest index shown + 1).
+    """
+    keep = [k for k in range(len(scores)) if float(scores[k]) > min_score]
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)[keep]
+    kept_scores = np.asarray(scores)[keep]
+    indices = [np.asarray(vertex_maps[k], dtype=np.int64) for k in keep]
+    shown = [np.asarray(masks[k], dtype=bool) for k in keep]
+    if vertex_colors is not None:
+        palette = np.asarray(vertex_colors, dtype=np.uint8)
+        top = max(
+            (int(i[m].max()) for i, m in zip(indices, shown, strict=True) if m.any()), default=0
+        )
+        if top >= len(palette):
+            raise ValueError(
+                f"vertex_colors has {len(palette)} colours but a vertex map uses index {top}"
+            )
+        colors = [palette[i] for i in indices]
+    else:
+        if num_vertices is None:
+            num_vertices = 1 + max(
+                (int(i[m].max()) for i, m in zip(indices, shown, strict=True) if m.any()), default=0
+            )
+        colors = [colormap(i / max(num_vertices - 1, 1)) for i in indices]
+    full, painted = _paste_maps(image.shape[:2], boxes, kept_scores, colors, shown)
+    out = image.copy()
+    _blend(out, full, painted, alpha)
+    return _outline_boxes(out, boxes, kept_scores)
