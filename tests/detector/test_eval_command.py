@@ -175,3 +175,44 @@ def test_resolve_model_with_local_weights_and_spec_only(tiny: Path, tmp_path: Pa
     assert untrained.weights is None
     with pytest.raises(InputError, match="no model given"):
         resolve_model(_args(spec=str(spec_file)))
+
+
+# ---------------------------------------------------------------- --model in other commands
+@pytest.mark.parametrize("command", ["quantize", "export"])
+def test_commands_accept_model(command: str) -> None:
+    from fnl_core.cli import build_parser
+
+    args = build_parser().parse_args([command, "--model", "some_model", "--out", "o"])
+    assert args.model == "some_model" and args.spec is None
+
+
+def test_bench_times_named_models(tiny: Path, tmp_path: Path, capsys) -> None:
+    from detector_standins import tiny_spec
+
+    spec_file = tmp_path / "tiny.json"
+    spec_file.write_text(json.dumps(tiny_spec()))
+    card = ModelCard(name="tiny_card", spec=str(spec_file), weights="https://x.invalid/w.pth")
+    argv = ["bench", str(spec_file), "--model", "tiny_card", "--size", "96", "--detections", "3"]
+    argv += ["--runs", "1", "--warmup", "0", "--json", "--set", "rpn.post_nms_top_n_test=60"]
+    with registry.registered(MODELS, "tiny_card", card):
+        assert main(argv) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["name"] for r in rows] == [str(spec_file), "tiny_card"]
+    assert rows[0]["params"] == rows[1]["params"]
+    assert main(["bench"]) == 2
+    assert "nothing to time" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_quantize_named_model_then_eval_the_saved_int8(tiny: Path, tmp_path: Path, capsys):
+    card = ModelCard(name="tiny_named", weights=tiny.as_uri())
+    out = tmp_path / "int8"
+    with registry.registered(MODELS, "tiny_named", card):
+        argv = ["quantize", "--model", "tiny_named", *TOY, "--out", str(out), "--size", "64"]
+        argv += ["--detections", "2", "--runs", "1", "--q-set", "num_calibration_images=2"]
+        assert main(argv) == 0
+        report = json.loads(capsys.readouterr().out)
+        assert report["calibration_images"] == 2 and (out / "model_int8.pt").is_file()
+        argv = ["eval", "--model", "tiny_named", "--int8", "--int8-weights", str(out), *TOY]
+        assert main([*argv, "--json", "--no-progress"]) == 0
+        assert set(_json_out(capsys)) == {"bbox", "segm", "gps", "gpsm"}

@@ -14,7 +14,16 @@ from fnl_detector.commands import add_overrides_argument
 
 def _configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "specs", nargs="+", help="preset names or spec files; the first is the reference"
+        "specs", nargs="*", help="preset names or spec files; the first is the reference"
+    )
+    parser.add_argument(
+        "--model",
+        dest="models",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also time a named model (fnl list models; repeatable): its architecture, timed "
+        "like every row (latency does not depend on the weights' values, so none are fetched)",
     )
     add_overrides_argument(parser, "override a field in every spec (repeatable)")
     parser.add_argument("--size", type=int, default=512, help="shortest image side (default 512)")
@@ -49,8 +58,9 @@ def _configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run_benchmark(
-    specs: list[str],
+    specs: list[Any],
     *,
+    labels: list[str] | None = None,
     overrides: list[str] = (),  # type: ignore[assignment]
     size: int = 512,
     detections: int = 5,
@@ -94,10 +104,11 @@ def run_benchmark(
     image = benchmark_image(size).round().to(torch.uint8)
     pixels = image.permute(1, 2, 0).numpy()
     predictors, params = [], []
-    for name in specs:
+    labels = labels or [str(s) for s in specs]
+    for name, given in zip(labels, specs, strict=True):
         say(f"building {name}...")
         torch.manual_seed(0)
-        spec = load_spec(name, [*overrides, *benchmark_overrides(size, detections)])
+        spec = load_spec(given, [*overrides, *benchmark_overrides(size, detections)])
         model = build_detector(spec).to(dev).eval()
         params.append(parameter_counts(model)["total"])
         calibrate_batch_norm(model, [image.float().to(dev)])
@@ -116,7 +127,7 @@ def run_benchmark(
                 "(too few proposals survive NMS at this input size)"
             )
         predictors.append(predictor)
-    say(f"timing {len(specs)} model(s): {warmup} warm-up and {runs} timed runs each...")
+    say(f"timing {len(labels)} model(s): {warmup} warm-up and {runs} timed runs each...")
     times = time_models(
         [lambda p=p: p(pixels) for p in predictors], runs=runs, warmup=warmup, sync=sync
     )
@@ -135,7 +146,7 @@ def run_benchmark(
             "optimizations": {k: v for k, v in p.optimizations.items()},
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", ""),
         }
-        for name, n_params, med, p in zip(specs, params, medians, predictors)
+        for name, n_params, med, p in zip(labels, params, medians, predictors)
     ]
 
 
@@ -143,8 +154,13 @@ def _run(args: argparse.Namespace) -> int:
     from fnl_detector.threads import prefer_passive_omp_wait
 
     prefer_passive_omp_wait()
+    if not args.specs and not args.models:
+        raise ValueError("nothing to time: give preset names or spec files, or --model NAME")
+    from fnl_detector.commands._weights import model_spec
+
     rows = run_benchmark(
-        args.specs,
+        [*args.specs, *(model_spec(name) for name in args.models)],
+        labels=[*args.specs, *args.models],
         overrides=args.overrides,
         size=args.size,
         detections=args.detections,
