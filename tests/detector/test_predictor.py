@@ -148,10 +148,13 @@ def test_spec_read_from_safetensors_metadata(calibrated):
     )
 
 
-def test_spec_json_next_to_weights_wins(calibrated, tmp_path):
-    _, weights = calibrated
-    (tmp_path / "spec.json").write_text(json.dumps(_spec(detections_per_image=2)))
-    assert len(Predictor(None, weights, device="cpu")(_image())["boxes"]) == 2
+def test_spec_json_next_to_weights_without_metadata(calibrated, tmp_path):
+    spec, _ = calibrated
+    bare = tmp_path / "run" / "model.safetensors"
+    bare.parent.mkdir()
+    save_weights(build_detector(spec).state_dict(), bare)
+    (bare.parent / "spec.json").write_text(json.dumps(_spec(detections_per_image=2)))
+    assert len(Predictor(None, bare, device="cpu")(_image())["boxes"]) == 2
 
 
 def test_missing_spec_and_bad_inputs_are_one_line_errors(calibrated, tmp_path):

@@ -68,16 +68,11 @@ def int8_directory(weights: str | Path) -> Path | None:
 def spec_from_weights(weights: str | Path) -> dict[str, Any] | str:
     """The spec that belongs to ``weights`` when none is given.
 
-    Looked up in this order: ``spec.json`` in the weights' folder (a run folder, an int8 folder
-    of ``fnl quantize``), the run folder of a checkpoint (``RUN/checkpoints/iter_N/``), and the
-    ``spec`` entry of a safetensors file's metadata (``fnl convert`` writes it).
+    Looked up in this order: the ``spec`` entry of a safetensors file's metadata (``fnl
+    convert`` writes it), ``spec.json`` in the weights' folder (a run folder, an int8 folder of
+    ``fnl quantize``), and the run folder of a checkpoint (``RUN/checkpoints/iter_N/``).
     """
     path = Path(weights)
-    folder = path if path.is_dir() else path.parent
-    candidates = [folder / "spec.json", folder.parent.parent / "spec.json"]
-    found = next((c for c in candidates if c.is_file()), None)
-    if found is not None:
-        return str(found)
     if path.suffix == ".safetensors" and path.is_file():
         from safetensors import safe_open
 
@@ -91,10 +86,15 @@ def spec_from_weights(weights: str | Path) -> dict[str, Any] | str:
                 return json.loads(meta["spec"])
             except json.JSONDecodeError as exc:
                 raise InputError(f"{path}: metadata 'spec' is not JSON ({exc})") from None
+    folder = path if path.is_dir() else path.parent
+    candidates = [folder / "spec.json", folder.parent.parent / "spec.json"]
+    found = next((c for c in candidates if c.is_file()), None)
+    if found is not None:
+        return str(found)
     raise InputError(
-        f"no spec given for {path}: expected --spec, a spec.json at "
-        f"{' or '.join(str(c) for c in candidates)}, or a safetensors file with the spec in its "
-        "metadata (as fnl convert writes)"
+        f"no spec given for {path}: expected --spec, a safetensors file with the spec in its "
+        f"metadata (as fnl convert writes), or a spec.json at "
+        f"{' or '.join(str(c) for c in candidates)}"
     )
 
 

@@ -4,7 +4,8 @@ extra).
 :func:`read_video` yields ``(frame_index, H×W×3 uint8 RGB)`` in decoding order; bad input (no
 such file, not a video, no video stream, zero frames, a frame that cannot be decoded) raises
 :class:`fnl_core.errors.InputError` naming the file and, where it applies, the frame.
-Without PyAV, ``torchvision.io.read_video`` is tried (it decodes the whole clip into memory).
+PyAV is required: torchvision 0.29 (the version FnL is tested with) no longer reads videos, so
+there is no fallback; without PyAV the error says what to install.
 :class:`VideoWriter` encodes RGB frames at a given frame rate (H.264, or MPEG-4 part 2 when
 libx264 is missing); ``close`` (or leaving the ``with`` block, also on Ctrl-C) finishes the file
 so that every frame written so far is kept.
@@ -52,11 +53,7 @@ def _import_av() -> Any:
 def probe_video(path: str | Path) -> VideoInfo:
     """Frame rate, size and frame count of ``path``'s first video stream."""
     path = Path(path)
-    av = _import_av()
-    if av is None:
-        frames = list(_frames_torchvision(path, 1, None))
-        h, w = frames[0][1].shape[:2]
-        return VideoInfo(Fraction(_torchvision_fps(path)).limit_denominator(1001), w, h, None)
+    av = _require_av(path)
     with _open(av, path) as container:
         stream = _video_stream(container, path)
         fps = stream.average_rate or stream.guessed_rate or Fraction(25)
@@ -75,10 +72,7 @@ def read_video(
     if max_frames is not None and max_frames < 1:
         raise InputError(f"max_frames must be >= 1, got {max_frames}")
     path = Path(path)
-    av = _import_av()
-    if av is None:
-        yield from _frames_torchvision(path, every, max_frames)
-        return
+    av = _require_av(path)
     yielded = 0
     index = -1
     with _open(av, path) as container:
@@ -104,6 +98,16 @@ def read_video(
         raise InputError(f"{path}: the video has no frames (expected at least one decodable frame)")
 
 
+def _require_av(path: str | Path) -> Any:
+    av = _import_av()
+    if av is None:
+        raise InputError(
+            f"{path}: reading and writing videos needs PyAV; install fnl-detector[video] "
+            "(or the av package)"
+        )
+    return av
+
+
 def _open(av: Any, path: Path) -> Any:
     if not path.is_file():
         raise InputError(f"{path}: no such video file")
@@ -119,43 +123,11 @@ def _video_stream(container: Any, path: Path) -> Any:
     return container.streams.video[0]
 
 
-def _frames_torchvision(
-    path: Path, every: int, max_frames: int | None
-) -> Iterator[tuple[int, np.ndarray]]:
-    """Fallback without PyAV: torchvision decodes the whole clip at once."""
-    if not path.is_file():
-        raise InputError(f"{path}: no such video file")
-    try:
-        from torchvision.io import read_video as tv_read_video
-
-        video, _, _ = tv_read_video(str(path), pts_unit="sec", output_format="THWC")
-    except Exception as exc:
-        raise InputError(
-            f"{path}: cannot read the video without PyAV ({exc}); install fnl-detector[video]"
-        ) from None
-    if len(video) == 0:
-        raise InputError(f"{path}: the video has no frames (expected at least one decodable frame)")
-    picked = range(0, len(video), every)
-    if max_frames is not None:
-        picked = picked[:max_frames]
-    for index in picked:
-        yield index, video[index].numpy()
-
-
-def _torchvision_fps(path: Path) -> float:
-    from torchvision.io import read_video_timestamps
-
-    _, fps = read_video_timestamps(str(path), pts_unit="sec")
-    return float(fps or 25.0)
-
-
 class VideoWriter:
     """Encode H×W×3 uint8 RGB frames into ``path`` at ``fps`` (all frames the same size)."""
 
     def __init__(self, path: str | Path, fps: Fraction | float, width: int, height: int) -> None:
-        av = _import_av()
-        if av is None:
-            raise InputError(f"{path}: writing videos needs PyAV; install fnl-detector[video]")
+        av = _require_av(path)
         self.path = Path(path)
         self.width, self.height = int(width), int(height)
         self.frames = 0
