@@ -1,29 +1,64 @@
-"""``fnl export SPEC_OR_PRESET --out DIR``: ONNX graphs + manifest, verified with onnxruntime."""
+"""``fnl export SPEC_OR_PRESET --out DIR``: one ONNX graph + manifest, verified with onnxruntime."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 from fnl_core.command import Command
 from fnl_detector.commands import add_overrides_argument
+from fnl_detector.commands._weights import add_model_arguments
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
 
 
 def _configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("spec", help="a preset name (fnl list presets) or a spec file")
+    parser.add_argument(
+        "spec",
+        nargs="?",
+        help="a preset name (fnl list presets) or a spec file (default: --model's, or the one "
+        "stored with --weights)",
+    )
     parser.add_argument(
         "--weights", default=None, help="FnL .safetensors or reference .pth/.pkl weights"
     )
+    add_model_arguments(parser, weights=False, spec=False)
     parser.add_argument("--out", required=True, help="output folder (created if missing)")
     parser.add_argument(
         "--size",
-        type=int,
-        default=512,
-        help="short side images are resized to (sets input.min_size_test; default 512)",
+        type=_positive_int,
+        default=None,
+        help="short side images are resized to (default: the spec's input.min_size_test)",
     )
     parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17, >= 16)")
+    parser.add_argument(
+        "--int8", action="store_true", help="also write model.int8.onnx (static QDQ int8)"
+    )
+    parser.add_argument(
+        "--calib-data", default="toy", help="toy | coco:PATH: int8 calibration images"
+    )
+    parser.add_argument(
+        "--calib-images",
+        type=_positive_int,
+        default=16,
+        help="number of calibration images (default 16)",
+    )
+    parser.add_argument(
+        "--verify-image",
+        default=None,
+        help="image the graph is checked on (default: a synthetic image at the test size)",
+    )
     add_overrides_argument(
         parser, "override a spec field, e.g. --set test.nms_thresh=0.3 (repeatable)"
     )
@@ -31,117 +66,203 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
+def verification_images(model: Any, path: str | Path | None) -> list[Any]:
+    """Two resized uint8 images of different sizes and aspect ratios: ``path`` (or a synthetic
+    image at the test size) and a crop of it, resized by the runtime's rule (upscaled)."""
+    import numpy as np
+
+    from fnl_core.imaging import read_image, resize_shortest_edge
+
+    t = model.transform
+    if path is None:
+        from fnl_detector.analysis import benchmark_image
+
+        tensor = benchmark_image(t.min_size_test).permute(1, 2, 0)
+        image = tensor.round().clamp(0, 255).byte().numpy()
+    else:
+        image = read_image(path)
+    h, w = image.shape[:2]
+    crop = np.ascontiguousarray(image[: max(h * 2 // 3, 8), w // 8 : max(w * 5 // 8, w // 8 + 8)])
+    return [resize_shortest_edge(i, t.min_size_test, t.max_size_test) for i in (image, crop)]
+
+
+def calibration_images(model: Any, data: str, count: int) -> list[Any]:
+    """The first ``count`` training images of ``data``, resized by the runtime's rule."""
+    import numpy as np
+
+    from fnl_core.imaging import resize_shortest_edge
+    from fnl_detector.train.sources import parse_data
+
+    source = parse_data(data)
+    dataset = source.build(source.train_split)
+    records = dataset.records[:count]
+    if not records:
+        raise ValueError(f"--calib-data {data}: the {source.train_split} split has no images")
+    t = model.transform
+    return [
+        resize_shortest_edge(np.asarray(dataset.load_image(r)), t.min_size_test, t.max_size_test)
+        for r in records
+    ]
+
+
+def _verify(model: Any, out: Path, images: list[Any], opset: int) -> dict[str, Any]:
+    """Verify the written graph; when the check would be vacuous (no detection on the
+    verification images) verify a copy exported with score threshold 0 instead, whose graph
+    differs from the written one only in that constant."""
+    import tempfile
+
+    from fnl_detector.export import MODEL_FILE, export_onnx, verify_onnx
+
+    report = verify_onnx(model, out / MODEL_FILE, images)
+    if report["detections"] > 0:
+        report["forced_detections"] = None
+        return report
+    before = model.roi_heads.score_thresh
+    model.roi_heads.score_thresh = 0.0
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            export_onnx(model, tmp, images[0], opset=opset)
+            forced = verify_onnx(model, Path(tmp) / MODEL_FILE, images)
+    finally:
+        model.roi_heads.score_thresh = before
+    forced["forced_detections"] = (
+        f"no detection above test.score_thresh={before} on the verification images: "
+        "verified a copy exported with score threshold 0 (same graph otherwise)"
+    )
+    forced["written_graph"] = {k: v for k, v in report.items() if k != "tolerances"}
+    return forced
+
+
 def run_export(
     spec: Any,
     out: str | Path,
     *,
     weights: str | Path | None = None,
-    size: int = 512,
+    size: int | None = None,
     opset: int | None = None,
     overrides: list[str] | None = None,
     verify: bool = True,
+    verify_image: str | Path | None = None,
+    int8: bool = False,
+    calib_data: str = "toy",
+    calib_images: int = 16,
 ) -> dict[str, Any]:
-    """Build (and load or calibrate) the model, export it and compare onnxruntime with PyTorch
-    on two synthetic images of different sizes. Returns the manifest path, file sizes and the
-    verification report (also stored in the manifest)."""
-    import numpy as np
+    """Build (and load or calibrate) the model, export it, and compare onnxruntime with
+    PyTorch on two images (:func:`verification_images`). With ``int8`` also write the
+    quantised graph. Returns the manifest's content plus its path."""
     import torch
 
-    from fnl_detector.analysis import benchmark_image, calibrate_batch_norm
+    from fnl_detector.analysis import calibrate_batch_norm
     from fnl_detector.build import build_detector
     from fnl_detector.convert import load_weights
     from fnl_detector.export import (
         DEFAULT_OPSET,
-        OnnxDensePoseRunner,
+        INT8_FILE,
+        MANIFEST,
+        MODEL_FILE,
         export_onnx,
+        quantize_onnx,
         require_export_deps,
-        verify_export,
+        write_json_atomic,
     )
     from fnl_detector.spec import load_spec
 
     require_export_deps()
-    loaded = load_spec(spec, [*(overrides or []), f"input.min_size_test={size}"])
+    extra = [f"input.min_size_test={size}"] if size is not None else []
+    loaded = load_spec(spec, [*(overrides or []), *extra])
     torch.manual_seed(0)
     model = build_detector(loaded).eval()
-    image = benchmark_image(size)
+    images = verification_images(model, verify_image)
     if weights is not None:
         load_weights(model, weights)
         note = f"weights from {weights}"
     else:
-        # Random weights: set BatchNorm statistics from the example image so that detections
-        # are not degenerate (see docs: "Performance habits").
-        calibrate_batch_norm(model, [image])
-        note = "random weights, BatchNorm calibrated on a synthetic image (no --weights)"
-    path = export_onnx(model, out, image, opset=opset or DEFAULT_OPSET)
+        # Random weights: BatchNorm statistics from the verification image, so that detections
+        # are not degenerate (docs/speed.md, "Performance habits").
+        calibrate_batch_norm(model, [torch.from_numpy(images[0]).permute(2, 0, 1).float()])
+        note = "random weights, BatchNorm calibrated on the verification image (no --weights)"
+    opset = opset or DEFAULT_OPSET
+    out = Path(out)
+    path = export_onnx(model, out, images[0], opset=opset)
     manifest = json.loads(path.read_text())
     manifest["weights"] = note
-    result: dict[str, Any] = {"manifest": str(path), "weights": note}
     if verify:
-        runner = OnnxDensePoseRunner(out)
-        other = benchmark_image(max(size * 3 // 4, 32), seed=1).permute(1, 2, 0)
-        images = [image.permute(1, 2, 0).numpy(), other.numpy()[:, : other.shape[1] * 2 // 3]]
-        images = [np.ascontiguousarray(i.round().astype(np.uint8)) for i in images]
-        manifest["verification"] = verify_export(model, runner, images)
-        result["verification"] = manifest["verification"]
-    path.write_text(json.dumps(manifest, indent=2) + "\n")
-    result["files_bytes"] = manifest["files_bytes"]
-    return result
+        manifest["verification"] = _verify(model, out, images, opset)
+    if int8:
+        calib = calibration_images(model, calib_data, calib_images)
+        info = quantize_onnx(out / MODEL_FILE, out / INT8_FILE, calib)
+        info["calibration_data"] = calib_data
+        manifest["int8"] = {"model": INT8_FILE, **info}
+        manifest["files_bytes"][INT8_FILE] = (out / INT8_FILE).stat().st_size
+    write_json_atomic(out / MANIFEST, manifest)
+    return {"manifest_path": str(out / MANIFEST), **manifest}
 
 
 def _run(args: argparse.Namespace) -> int:
+    from fnl_detector.commands._weights import resolve_model
+
+    resolved = resolve_model(args, require_weights=False)
     result = run_export(
-        args.spec,
+        resolved.spec,
         args.out,
-        weights=args.weights,
+        weights=resolved.weights,
         size=args.size,
         opset=args.opset,
         overrides=args.overrides,
         verify=not args.no_verify,
+        verify_image=args.verify_image,
+        int8=args.int8,
+        calib_data=args.calib_data,
+        calib_images=args.calib_images,
     )
+    ver = result.get("verification")
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        print(f"wrote {result['manifest']} ({result['weights']})")
+        size = result["input"]["resize"]
+        print(
+            f"wrote {result['manifest_path']} ({result['weights']}; short side "
+            f"{size['min_size_test']}, long side at most {size['max_size_test']})"
+        )
         for name, n in result["files_bytes"].items():
             print(f"  {name:<22}{n / 1e6:>8.2f} MB")
-        ver = result.get("verification")
         if ver is not None:
             _print_verification(ver)
-    ver = result.get("verification")
-    return 0 if ver is None or ver["stages_ok"] else 1
+    if ver is not None and not ver["ok"]:
+        print(
+            f"fnl export: onnxruntime does not reproduce PyTorch (see {result['manifest_path']}, "
+            "'verification'); the graph in the folder must not be used",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
 
 
 def _print_verification(ver: dict[str, Any]) -> None:
-    print(f"  onnxruntime vs PyTorch, stage by stage: {'ok' if ver['stages_ok'] else 'MISMATCH'}")
-    for row in ver["stages"]:
+    print(f"  onnxruntime vs PyTorch: {'ok' if ver['ok'] else 'MISMATCH'}")
+    if ver.get("forced_detections"):
+        print(f"    note: {ver['forced_detections']}")
+    for row in ver["images"]:
         h, w = row["image_hw"]
-        diffs = ", ".join(f"{k} {v:.1e}" for k, v in row.items() if k != "image_hw")
-        print(f"    {h}x{w}: max rel diff {diffs}")
-    print(f"  onnxruntime vs PyTorch, end to end: {'ok' if ver['end_to_end_ok'] else 'MISMATCH'}")
-    for row in ver["end_to_end"]:
-        h, w = row["image_hw"]
-        diffs = ", ".join(f"{k} {v:.1e}" for k, v in row["max_rel_diff"].items())
+        diffs = ", ".join(f"{k} {v:.1e}" for k, v in row.get("max_diff", {}).items())
         print(
             f"    {h}x{w}: {row['onnx_detections']}/{row['detections']} detections"
-            + (f"; max rel diff {diffs}" if diffs else "; different detections")
+            + (f"; max diff {diffs}" if diffs else "; different detections")
         )
-    if ver["stages_ok"] and not ver["end_to_end_ok"]:
-        print(
-            "  note: every graph matches on the same inputs; the final detections differ "
-            "because some scores/overlaps tie within float32 noise (typical of random weights)"
-        )
+    if ver["detections"] == 0:
+        print("    no detections at all: the check proves nothing about the detection branches")
 
 
 command = Command(
-    help="export a spec/preset to ONNX (3 graphs + manifest) and verify it with onnxruntime",
+    help="export a spec/preset to one ONNX graph (+ int8) and verify it with onnxruntime",
     configure=_configure,
     run=_run,
-    description="Writes features.onnx (image -> pyramid features + RPN head outputs), "
-    "box_head.onnx and densepose_head.onnx (features + RoIs per level -> RoIAlign -> head) and "
-    "manifest.json (spec, preprocessing, anchors, thresholds, opset, versions) into --out. The "
-    "selection glue (resize, top-k, box decoding, NMS) runs in numpy in "
-    "fnl_detector.export.OnnxDensePoseRunner. Unless --no-verify, onnxruntime and PyTorch are "
-    "compared on two synthetic images of different sizes (exit status 1 on a mismatch). "
-    "Without --weights the model has random weights with BatchNorm calibrated on the example "
-    "image (good for latency and plumbing checks only). Needs the fnl-detector[export] extra.",
+    description="Writes model.onnx (resized uint8 image -> boxes, scores, labels and the "
+    "DensePose predictor outputs per detection; NMS, TopK and RoiAlign are graph operators) "
+    "and manifest.json (resize rule, outputs, spec, opset, versions, verification) into --out; "
+    "--int8 adds model.int8.onnx (static QDQ quantisation calibrated on --calib-data). Unless "
+    "--no-verify, onnxruntime and PyTorch are compared on two images of different sizes; exit "
+    "status 1 on a mismatch or when no detection could be checked. Without --weights the model "
+    "has random weights with BatchNorm calibrated on the verification image (for latency and "
+    "plumbing checks only). fnl run (package fnl-runtime) runs the folder without torch.",
 )

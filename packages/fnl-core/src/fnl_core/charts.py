@@ -1,0 +1,73 @@
+"""DensePose head outputs to per-detection IUV charts, in numpy (no torch).
+
+For a detection box (x0, y0, x1, y1) in original-image pixels the chart covers the integer box
+``w = int(x1 - x0)``, ``h = int(y1 - y0)`` (float32 subtraction, truncation, at least 1),
+pasted at ``(int(x0), int(y0))``. Coarse and fine logits and the 25 U and V maps are resized
+bilinearly (``align_corners=False``, no antialiasing) to h x w; the label is the fine argmax
+where the coarse argmax is foreground, else 0; U and V are read from the label's channel
+(0 on background) and quantised to ``clip(255 U)``. This is what
+``fnl_detector.postprocess.densepose_to_iuv`` computes with torch; the resize follows torch's
+CPU kernel (source index ``max(scale (i + 0.5) - 0.5, 0)``, float32 weights, width then
+height), so both give the same charts up to float rounding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from fnl_core.visualize import detection_boxes_xywh
+
+__all__ = ["bilinear_taps", "densepose_to_iuv", "resize_bilinear"]
+
+
+def bilinear_taps(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(index0, index1, weight1) of a 1-D bilinear resize, ``align_corners=False``."""
+    f32 = np.float32
+    scale = f32(in_size) / f32(out_size)
+    src = np.maximum(scale * (np.arange(out_size, dtype=f32) + f32(0.5)) - f32(0.5), f32(0))
+    i0 = src.astype(np.int64)
+    i1 = np.minimum(i0 + 1, in_size - 1)
+    return i0, i1, src - i0.astype(f32)
+
+
+def resize_bilinear(maps: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
+    """float32 ``[C, h, w]`` -> ``[C, H, W]``, bilinear, ``align_corners=False``."""
+    x = np.asarray(maps, dtype=np.float32)
+    height, width = size_hw
+    y0, y1, wy = bilinear_taps(x.shape[1], height)
+    x0, x1, wx = bilinear_taps(x.shape[2], width)
+    one = np.float32(1)
+    rows0, rows1 = x[:, y0], x[:, y1]
+    wy = wy[None, :, None]
+    wx = wx[None, None, :]
+    top = rows0[:, :, x0] * (one - wx) + rows0[:, :, x1] * wx
+    bottom = rows1[:, :, x0] * (one - wx) + rows1[:, :, x1] * wx
+    return top * (one - wy) + bottom * wy
+
+
+def densepose_to_iuv(boxes: np.ndarray, densepose: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    """Per detection the quantised chart: uint8 ``(3, h, w)`` = [I, clip(255 U), clip(255 V)].
+
+    ``boxes``: XYXY ``[D, 4]`` in original-image pixels; ``densepose``: ``coarse_segm``
+    ``[D, C, S, S]``, ``fine_segm``, ``u``, ``v`` ``[D, 25, S, S]`` (other keys are ignored).
+    """
+    xywh = detection_boxes_xywh(boxes)
+    maps = [np.asarray(densepose[k]) for k in ("coarse_segm", "fine_segm", "u", "v")]
+    if any(len(m) != len(xywh) for m in maps):
+        raise ValueError(
+            f"{len(xywh)} boxes but DensePose outputs for "
+            f"{'/'.join(str(len(m)) for m in maps)} detections (coarse_segm/fine_segm/u/v)"
+        )
+    out = []
+    for n, (_, _, w, h) in enumerate(xywh.tolist()):
+        coarse, fine, u, v = (resize_bilinear(m[n], (h, w)) for m in maps)
+        labels = fine.argmax(0) * (coarse.argmax(0) > 0)
+        uu = np.take_along_axis(u, labels[None], 0)[0]
+        vv = np.take_along_axis(v, labels[None], 0)[0]
+        background = labels == 0
+        uv = np.stack([np.where(background, 0, uu), np.where(background, 0, vv)])
+        quant = np.clip(uv * np.float32(255), 0, 255).astype(np.uint8)
+        out.append(np.concatenate([labels[None].astype(np.uint8), quant]))
+    return out

@@ -1,0 +1,137 @@
+"""Writing the output folder of ``fnl predict`` / ``fnl run`` (no torch).
+
+For every image OUT gets ``<name>_densepose.png`` (part colours and U/V contour lines of the
+detections above ``min_score``) and ``<name>_iuv.png`` (3-channel uint8 I, 255·U, 255·V in
+full-image coordinates; overlaps go to the highest score). ``<name>`` is the file's stem,
+prefixed with its folder names where two inputs share a stem (:func:`output_names`). Video
+frames give no per-frame pictures (the caller encodes them into a video); their results and
+index entries carry the ``frame`` index. All detections go to ``OUT/results.json``
+(DensePose-COCO results, :mod:`fnl_core.results`) and ``OUT/images.json`` maps each
+``image_id`` to its file; both are appended per image to ``results.jsonl`` / ``images.jsonl``
+as they are produced and written in full by :meth:`PredictionWriter.finish`, so an interrupted
+run loses nothing already done.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fnl_core.results import make_result
+from fnl_core.visualize import draw_prediction, iuv_image
+
+__all__ = ["PredictionWriter", "output_names"]
+
+
+def output_names(files: Sequence[Path]) -> dict[Path, str]:
+    """A distinct output name per file: its stem, with parent folder names prefixed (as many
+    as needed) where stems collide, and a counter as the last resort."""
+    names: dict[Path, str] = {}
+    parts = {f: Path(os.path.abspath(f)).with_suffix("").parts for f in files}
+    depth = dict.fromkeys(files, 1)
+    while True:
+        proposed = {f: "_".join(parts[f][-depth[f] :]).lstrip("_/") for f in files}
+        clashes = [f for f in files if list(proposed.values()).count(proposed[f]) > 1]
+        growable = [f for f in clashes if depth[f] < len(parts[f])]
+        if not growable:
+            break
+        for f in growable:
+            depth[f] += 1
+    taken: set[str] = set()
+    for f in files:
+        name, k = proposed[f] or "image", 2
+        while name in taken:
+            name, k = f"{proposed[f]}-{k}", k + 1
+        taken.add(name)
+        names[f] = name
+    return names
+
+
+class PredictionWriter:
+    """One output folder (see the module docstring); call :meth:`finish` at the end."""
+
+    def __init__(self, out_dir: str | Path, min_score: float = 0.8) -> None:
+        if not 0.0 <= min_score <= 1.0:
+            raise ValueError(f"min_score must be in [0, 1], got {min_score}")
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.min_score = min_score
+        self.results_lines = self.out_dir / "results.jsonl"
+        self.images_lines = self.out_dir / "images.jsonl"
+        self._results = self.results_lines.open("w", encoding="utf-8")
+        self._images = self.images_lines.open("w", encoding="utf-8")
+        self.images = 0
+        self.detections = 0
+
+    def add(
+        self,
+        path: str | Path,
+        name: str,
+        image: np.ndarray,
+        boxes: np.ndarray,
+        scores: np.ndarray,
+        charts: Sequence[np.ndarray],
+        *,
+        frame: int | None = None,
+        on_picture: Callable[[np.ndarray], Any] | None = None,
+    ) -> int:
+        """Write one image's (or video frame's) outputs; returns the number of detections
+        above ``min_score``. ``boxes`` XYXY float32 in image pixels, ``charts`` per detection
+        uint8 (3, h, w) IUV; a frame's picture goes to ``on_picture`` instead of a file."""
+        from PIL import Image
+
+        boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+        scores = np.asarray(scores, dtype=np.float32).reshape(-1)
+        keep = [k for k in range(len(charts)) if float(scores[k]) > self.min_score]
+        picture = draw_prediction(image, boxes, scores, list(charts), self.min_score)
+        if frame is None:
+            full = iuv_image(image.shape[:2], boxes[keep], [charts[k] for k in keep], scores[keep])
+            Image.fromarray(full).save(self.out_dir / f"{name}_iuv.png")
+            Image.fromarray(picture).save(self.out_dir / f"{name}_densepose.png")
+        elif on_picture is not None:
+            on_picture(np.ascontiguousarray(picture))
+        image_id = self.images + 1
+        detections = []
+        for k in range(len(charts)):
+            x0, y0, x1, y1 = (float(v) for v in boxes[k])
+            entry = make_result(image_id, [x0, y0, x1 - x0, y1 - y0], float(scores[k]), charts[k])
+            if frame is not None:
+                entry["frame"] = frame
+            detections.append(entry)
+        index = {
+            "id": image_id,
+            "file_name": str(path),
+            "height": int(image.shape[0]),
+            "width": int(image.shape[1]),
+            "detections": len(keep),
+        }
+        if frame is not None:
+            index["frame"] = frame
+        if detections:
+            self._results.write("".join(json.dumps(d) + "\n" for d in detections))
+            self._results.flush()
+        self._images.write(json.dumps(index) + "\n")
+        self._images.flush()
+        self.images += 1
+        self.detections += len(detections)
+        return len(keep)
+
+    def finish(self) -> None:
+        """Write the JSON files; the line files are removed once both are in place."""
+        self._results.close()
+        self._images.close()
+        for lines, target, indent in (
+            (self.results_lines, self.out_dir / "results.json", None),
+            (self.images_lines, self.out_dir / "images.json", 2),
+        ):
+            entries = [json.loads(line) for line in lines.read_text("utf-8").splitlines() if line]
+            tmp = target.with_name(target.name + ".tmp")
+            tmp.write_text(json.dumps(entries, indent=indent), encoding="utf-8")
+            os.replace(tmp, target)
+        self.results_lines.unlink()
+        self.images_lines.unlink()

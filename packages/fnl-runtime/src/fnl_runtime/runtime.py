@@ -1,0 +1,158 @@
+"""``Runtime``: an ``fnl export`` folder run by onnxruntime, numpy and Pillow (no torch).
+
+Per image: read (:func:`fnl_core.imaging.read_image`), resize by the manifest's rule
+(:func:`fnl_core.imaging.resize_shortest_edge`: Pillow bilinear on uint8, the same pixels the
+PyTorch predictor sees), run the graph, then bring the boxes back to the original frame as the
+PyTorch model does (scale, clip, drop empty boxes). IUV charts come from
+:func:`fnl_core.charts.densepose_to_iuv`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fnl_core.charts import densepose_to_iuv
+from fnl_core.errors import InputError
+from fnl_core.imaging import read_image, resize_image, resized_shape
+
+MANIFEST = "manifest.json"
+MANIFEST_FORMAT = "fnl-onnx-densepose"
+MANIFEST_VERSION = 2
+RESIZE_RULE = "shortest_edge_pil_bilinear_uint8"
+BOX_OUTPUTS = ("boxes", "scores", "labels")
+
+__all__ = ["Runtime", "load_manifest", "to_original_frame"]
+
+
+def load_manifest(model: str | Path) -> tuple[dict[str, Any], Path]:
+    """(manifest, graph path) of an export folder or of a ``.onnx`` file inside one."""
+    path = Path(model)
+    if path.is_dir():
+        folder, graph = path, None
+    elif path.suffix == ".onnx" and path.is_file():
+        folder, graph = path.parent, path
+    else:
+        raise InputError(f"{path}: expected an `fnl export` folder or a .onnx file in one")
+    manifest_path = folder / MANIFEST
+    if not manifest_path.is_file():
+        raise InputError(f"{manifest_path}: missing; is {folder} a folder written by `fnl export`?")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{manifest_path}: not valid JSON ({exc})") from None
+    if manifest.get("format") != MANIFEST_FORMAT:
+        raise InputError(
+            f"{manifest_path}: format is {manifest.get('format')!r}, expected {MANIFEST_FORMAT!r}"
+        )
+    version = manifest.get("format_version")
+    if version != MANIFEST_VERSION:
+        raise InputError(
+            f"{manifest_path}: format_version {version} is not the one this fnl-runtime reads "
+            f"({MANIFEST_VERSION}); export the model again with the matching fnl-detector"
+        )
+    rule = manifest["input"]["resize"]["rule"]
+    if rule != RESIZE_RULE:
+        raise InputError(f"{manifest_path}: unknown resize rule {rule!r}, expected {RESIZE_RULE!r}")
+    graph = graph or folder / manifest["model"]
+    if not graph.is_file():
+        raise InputError(f"{graph}: missing (named by {manifest_path})")
+    return manifest, graph
+
+
+def to_original_frame(
+    boxes: np.ndarray, resized_hw: tuple[int, int], original_hw: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Boxes from the resized to the original frame, clipped; (boxes, keep mask) where
+    ``keep`` drops boxes left empty, in float32 as the PyTorch model computes it."""
+    (rh, rw), (oh, ow) = resized_hw, original_hw
+    scale = np.asarray([ow / rw, oh / rh, ow / rw, oh / rh], dtype=np.float32)
+    out = np.asarray(boxes, dtype=np.float32).reshape(-1, 4) * scale
+    out[:, 0::2] = np.clip(out[:, 0::2], np.float32(0), np.float32(ow))
+    out[:, 1::2] = np.clip(out[:, 1::2], np.float32(0), np.float32(oh))
+    keep = (out[:, 2] > out[:, 0]) & (out[:, 3] > out[:, 1])
+    return out, keep
+
+
+class Runtime:
+    """DensePose on images with an exported graph::
+
+        runtime = Runtime("onnx-b/")              # or "onnx-b/model.int8.onnx", int8=True
+        prediction = runtime("photo.jpg")         # path, PIL image or HxWx3 uint8 RGB array
+
+    ``prediction``: ``boxes`` float32 [D, 4] XYXY in original-image pixels, ``scores`` [D],
+    ``labels`` int64 [D] (1 = person), ``densepose`` (every DensePose output of the graph,
+    ``[D, ...]``: ``coarse_segm``, ``fine_segm``, ``u``, ``v`` and, when the model has them,
+    confidences or embeddings) and ``image_hw``. :meth:`iuv` turns it into per-detection
+    IUV charts.
+    """
+
+    def __init__(
+        self,
+        model: str | Path,
+        *,
+        int8: bool = False,
+        threads: int | None = None,
+        providers: Sequence[str] = ("CPUExecutionProvider",),
+    ) -> None:
+        import onnxruntime as ort
+
+        self.manifest, graph = load_manifest(model)
+        if int8:
+            if "int8" not in self.manifest:
+                raise InputError(
+                    f"{graph.parent}: no int8 graph (export with `fnl export ... --int8`)"
+                )
+            graph = graph.parent / self.manifest["int8"]["model"]
+        self.path = graph
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(str(graph), options, providers=list(providers))
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        missing = [k for k in BOX_OUTPUTS if k not in self.output_names]
+        if missing:
+            raise InputError(f"{graph}: graph outputs lack {missing}; not an FnL DensePose graph")
+        resize = self.manifest["input"]["resize"]
+        self.min_size, self.max_size = int(resize["min_size_test"]), int(resize["max_size_test"])
+
+    @property
+    def densepose_outputs(self) -> list[str]:
+        return [n for n in self.output_names if n not in BOX_OUTPUTS]
+
+    def preprocess(self, image: Any) -> tuple[np.ndarray, np.ndarray]:
+        """(original uint8 image, resized uint8 image the graph takes)."""
+        original = read_image(image)
+        size = resized_shape(*original.shape[:2], self.min_size, self.max_size)
+        return original, resize_image(original, size)
+
+    def run_graph(self, resized: np.ndarray) -> dict[str, np.ndarray]:
+        """The graph's outputs for one resized uint8 image (boxes in its frame)."""
+        return dict(zip(self.output_names, self.session.run(None, {"image": resized})))
+
+    def __call__(self, image: Any) -> dict[str, Any]:
+        return self.predict(image)
+
+    def predict(self, image: Any) -> dict[str, Any]:
+        original, resized = self.preprocess(image)
+        out = self.run_graph(resized)
+        boxes, keep = to_original_frame(out["boxes"], resized.shape[:2], original.shape[:2])
+        return {
+            "boxes": boxes[keep],
+            "scores": out["scores"][keep],
+            "labels": out["labels"][keep].astype(np.int64),
+            "densepose": {k: out[k][keep] for k in self.densepose_outputs},
+            "image_hw": tuple(original.shape[:2]),
+        }
+
+    @staticmethod
+    def iuv(prediction: dict[str, Any]) -> list[np.ndarray]:
+        """Per detection the uint8 (3, h, w) chart [I, 255 U, 255 V] at its integer box."""
+        if len(prediction["boxes"]) == 0:
+            return []
+        return densepose_to_iuv(prediction["boxes"], prediction["densepose"])
