@@ -26,6 +26,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import re
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -90,10 +91,32 @@ class _Local:
 _lock = threading.RLock()
 _local: dict[str, dict[str, _Local]] = {}
 _loaded: dict[tuple[str, str, str], Any] = {}
+_scanned: dict[tuple[Any, ...], list[tuple[EntryPoint, str, str]]] = {}
+
+
+def refresh() -> None:
+    """Forget the cached entry points (after installing a plugin into a running process)."""
+    with _lock:
+        _scanned.clear()
 
 
 def _entry_points(group: str) -> list[tuple[EntryPoint, str, str]]:
-    """Entry points of ``group`` with their distribution name and version, deduplicated."""
+    """Entry points of ``group`` with their distribution name and version, deduplicated.
+
+    Reading package metadata costs tens of milliseconds per call, so the result is cached per
+    ``sys.path`` (a changed path scans again; :func:`refresh` forgets everything).
+    """
+    key = (group, entry_points, tuple(sys.path))
+    with _lock:
+        cached = _scanned.get(key)
+    if cached is None:
+        cached = _scan_entry_points(group)
+        with _lock:
+            _scanned[key] = cached
+    return list(cached)
+
+
+def _scan_entry_points(group: str) -> list[tuple[EntryPoint, str, str]]:
     seen: set[tuple[str, str, str]] = set()
     out = []
     for ep in entry_points(group=group):
