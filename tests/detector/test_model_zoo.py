@@ -93,3 +93,48 @@ def test_toy_model_loads_with_the_spec_from_its_weights() -> None:
     assert resolved.weights == get_card(TOY).packaged_weights()
     model = build_model(resolved)  # strict load: every key fits
     assert not model.training
+
+
+def test_pack_run_writes_weights_with_spec_and_updates_the_card(
+    tiny_components, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import argparse
+
+    import torch
+    from detector_standins import tiny_spec
+
+    from fnl_core.models import ModelCard, safetensors_metadata
+    from fnl_detector import build_detector, load_spec
+    from fnl_detector.commands._weights import build_model, resolve_model
+    from fnl_detector.convert import save_weights
+    from fnl_detector.model_zoo.pack import pack_run
+
+    run = tmp_path / "run"
+    (run / "checkpoints" / "iter_0000002").mkdir(parents=True)
+    spec = load_spec(tiny_spec())
+    (run / "spec.json").write_text(json.dumps(spec.to_dict()))
+    torch.manual_seed(0)
+    model = build_detector(spec)
+    save_weights(model.state_dict(), run / "checkpoints" / "iter_0000002" / "model.safetensors")
+    (run / "checkpoints" / "last_checkpoint").write_text("iter_0000002\n")
+    scores = tmp_path / "eval.json"
+    scores.write_text(json.dumps({"bbox": {"AP": 71.234}, "gps": {"AP": 40.06}}))
+    dest = tmp_path / "zoo"
+    dest.mkdir()
+    card = pack_run(run, name="toy_test", dest_dir=dest, eval_json=scores, reported_on="toy val")
+    weights = dest / "toy_test.safetensors"
+    assert json.loads(safetensors_metadata(weights)["spec"]) == json.loads(
+        json.dumps(spec.to_dict(), sort_keys=True)
+    )
+    assert card["reported"] == {"bbox": 71.2, "gps": 40.1}
+    assert json.loads((dest / "toy_test.json").read_text()) == card
+    from fnl_core.download import file_sha256
+
+    assert card["sha256"] == file_sha256(weights)
+    # the packed model resolves and loads like the shipped one would
+    shipped = ModelCard(name="toy_test", weights=str(weights), sha256=card["sha256"])
+    with registry.registered(MODELS, "toy_test", shipped):
+        resolved = resolve_model(argparse.Namespace(model="toy_test", weights=None, spec=None))
+        loaded = build_model(resolved)
+    for key, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
