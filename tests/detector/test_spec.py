@@ -126,7 +126,7 @@ def test_builtin_presets_are_all_registered():
         "mobile_parsing_rcnn_a_bifpn_88",
         "mobile_parsing_rcnn_a_spnasnet_100",
     } <= shipped
-    assert len(shipped) == 8 + 23
+    assert len(shipped) == 8 + 23 + 25  # + detectron2 DensePose zoo (23) and Mobile B WC2M, CSE
 
 
 def test_presets_never_download():

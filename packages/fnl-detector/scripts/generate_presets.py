@@ -200,6 +200,172 @@ def resnet_baseline(parsing: bool) -> dict[str, Any]:
     return spec
 
 
+#: detectron2 DensePose model-zoo configs (projects/DensePose/configs, lower-case file stems)
+#: and their reference parameter counts (nn.Parameters of the model detectron2 builds).
+D2_ZOO_PARAMETERS = {
+    "densepose_rcnn_r_50_fpn_s1x_legacy": 59_731_247,
+    "densepose_rcnn_r_50_fpn_s1x": 63_821_090,
+    "densepose_rcnn_r_50_fpn_wc1_s1x": 64_025_915,
+    "densepose_rcnn_r_50_fpn_wc1m_s1x": 64_042_301,
+    "densepose_rcnn_r_50_fpn_wc2_s1x": 64_435_565,
+    "densepose_rcnn_r_50_fpn_wc2m_s1x": 64_451_951,
+    "densepose_rcnn_r_50_fpn_dl_s1x": 66_055_970,
+    "densepose_rcnn_r_50_fpn_dl_wc1_s1x": 66_260_795,
+    "densepose_rcnn_r_50_fpn_dl_wc1m_s1x": 66_277_181,
+    "densepose_rcnn_r_50_fpn_dl_wc2_s1x": 66_670_445,
+    "densepose_rcnn_r_50_fpn_dl_wc2m_s1x": 66_686_831,
+    "densepose_rcnn_r_101_fpn_s1x_legacy": 78_671_151,
+    "densepose_rcnn_r_101_fpn_s1x": 82_760_994,
+    "densepose_rcnn_r_101_fpn_wc1_s1x": 82_965_819,
+    "densepose_rcnn_r_101_fpn_wc1m_s1x": 82_982_205,
+    "densepose_rcnn_r_101_fpn_wc2_s1x": 83_375_469,
+    "densepose_rcnn_r_101_fpn_wc2m_s1x": 83_391_855,
+    "densepose_rcnn_r_101_fpn_dl_s1x": 84_995_874,
+    "densepose_rcnn_r_101_fpn_dl_wc1_s1x": 85_200_699,
+    "densepose_rcnn_r_101_fpn_dl_wc1m_s1x": 85_217_085,
+    "densepose_rcnn_r_101_fpn_dl_wc2_s1x": 85_610_349,
+    "densepose_rcnn_r_101_fpn_dl_wc2m_s1x": 85_626_735,
+    "densepose_rcnn_r_50_fpn_soft_s1x": 63_341_799,
+}
+UV_CONFIDENCE = {"wc1": "iid_iso", "wc2": "indep_aniso"}
+ZOO_NOTE = (
+    " Backbone weights are random (pretrained false); load the released checkpoint with --weights."
+)
+
+
+def d2_zoo_preset(name: str) -> dict[str, Any]:
+    """One detectron2 DensePose model-zoo config, read from its name: R-50/101, ``dl`` = DeepLab
+    head (GroupNorm ASPP 6/12/56 + 8 GroupNorm convs of 512), ``wc1``/``wc2`` = UV confidence
+    iid_iso / indep_aniso, a trailing ``m`` = segmentation confidence, ``soft`` = CSE, ``legacy``
+    = the original layout (no decoder, 15 coarse channels, 14/56). The others have the FPN
+    feature decoder, 2 coarse channels, 28x28 RoIs and 112x112 heatmaps."""
+    parts = name.removeprefix("densepose_rcnn_").split("_")
+    depth = int(parts[1])
+    params = D2_ZOO_PARAMETERS[name]
+    spec = resnet_baseline(parsing=False)
+    spec["backbone"]["model_name"] = f"resnet{depth}"
+    head = "V1ConvX head (8 x conv 512)"
+    bits = []
+    if "legacy" not in parts:
+        dp = spec["densepose"]
+        if "dl" in parts:
+            head = "DeepLab head (GroupNorm ASPP 6/12/56 + 8 conv 512 with GroupNorm)"
+            dp["head"] = {
+                "type": "deeplab",
+                "aspp_channels": 256,
+                "project_channels": 256,
+                "channels": 512,
+                "num_convs": 8,
+                "dilations": [6, 12, 56],
+                "non_local": False,
+                "norm": "gn",
+            }
+        wc = next((p for p in parts if p.startswith("wc")), "")
+        uv = UV_CONFIDENCE.get(wc[:3], "")
+        segm = wc.endswith("m")
+        if "soft" in parts:
+            dp["predictor"] = {"type": "cse", "embed_size": 16, "coarse_channels": 2}
+            dp["embedder"] = {
+                "type": "vertex_feature",
+                "mesh_name": "smpl_27554",
+                "num_vertices": 27554,
+                "feature_dim": 256,
+            }
+            bits.append("CSE embeddings (16) + vertex embedder smpl_27554")
+        else:
+            dp["predictor"] = {
+                "type": "chart",
+                "coarse_channels": 2,
+                "uv_confidence": uv,
+                "segm_confidence": segm,
+            }
+            bits.append("2 coarse channels")
+            bits += [f"UV confidence {uv}"] * bool(uv) + ["segmentation confidence"] * segm
+        dp["loss"] = {
+            "type": "chart",
+            "index_weight": 5.0,
+            "part_weight": 1.0,
+            "point_weight": 0.01,
+            "uv_confidence": uv,
+        }
+        dp["decoder"] = {
+            "type": "fpn",
+            "conv_dims": 256,
+            "num_classes": 256,
+            "common_stride": 4,
+            "norm": "",
+        }
+        dp["pooler"]["resolution"] = 28
+        dp["heatmap_size"] = 112
+    config = name.replace("densepose_rcnn_r_", "densepose_rcnn_R_").replace("_fpn", "_FPN")
+    config = config.replace("_dl", "_DL").replace("_wc", "_WC").replace("m_s1x", "M_s1x")
+    if "soft" in parts:
+        config = "cse/" + config
+    desc = [
+        f"ResNet-{depth} (detectron2 MSRA: BGR, std 1, stride in 1x1) + FPN 256, 2-FC box head, "
+        + head
+    ]
+    if "legacy" in parts:
+        desc.append("no decoder, 14x14 RoIs from P2-P5 (ROIAlign), heatmap 56; 15 coarse channels")
+    else:
+        desc += ["FPN feature decoder (p2-p5 merged at stride 4)"]
+        desc += ["28x28 RoIs (ROIAlign), heatmap 112", *bits]
+    spec["description"] = (
+        f"detectron2 DensePose {config}.yaml: "
+        + "; ".join(desc)
+        + f"; {params:,} parameters."
+        + ZOO_NOTE
+    )
+    return spec
+
+
+def fnl_zoo_presets() -> dict[str, dict[str, Any]]:
+    """DensePoseFnL's released Mobile B variants with confidences and with CSE."""
+    return {
+        "mobile_parsing_rcnn_b_wc2m": {
+            "description": (
+                "Mobile Parsing R-CNN (B) with UV and segmentation confidences (DensePoseFnL "
+                "mobile_parsing_rcnn_b_wc2m_s3x): Mobile B with 2 coarse channels, UV confidence "
+                "indep_aniso and segmentation confidence; 3,415,221 parameters."
+            ),
+            "preset": "mobile_parsing_rcnn_b",
+            "densepose": {
+                "predictor": {
+                    "type": "chart",
+                    "coarse_channels": 2,
+                    "uv_confidence": "indep_aniso",
+                    "segm_confidence": True,
+                },
+                "loss": {
+                    "type": "chart",
+                    "index_weight": 2.0,
+                    "part_weight": 0.3,
+                    "point_weight": 0.1,
+                    "uv_confidence": "indep_aniso",
+                },
+            },
+        },
+        "mobile_parsing_rcnn_b_cse": {
+            "description": (
+                "Mobile Parsing R-CNN (B) with continuous surface embeddings (DensePoseFnL "
+                "mobile_parsing_rcnn_b_cse_s3x): Mobile B with a CSE predictor (16-d embeddings, "
+                "2 coarse channels) and the SMPL vertex embedder smpl_27554; inference only in "
+                "FnL (no CSE training loss); 3,279,917 parameters."
+            ),
+            "preset": "mobile_parsing_rcnn_b",
+            "densepose": {
+                "predictor": {"type": "cse", "embed_size": 16, "coarse_channels": 2},
+                "embedder": {
+                    "type": "vertex_feature",
+                    "mesh_name": "smpl_27554",
+                    "num_vertices": 27554,
+                    "feature_dim": 256,
+                },
+            },
+        },
+    }
+
+
 def paper_backbone_presets() -> dict[str, dict[str, Any]]:
     from fnl_backbones.paper import PAPER_BACKBONES
 
@@ -248,6 +414,8 @@ def all_presets() -> dict[str, dict[str, Any]]:
             f"expansion features, box and DensePose heads {width} wide; {params} parameters.",
         )
     presets.update(paper_backbone_presets())
+    presets.update({name: d2_zoo_preset(name) for name in D2_ZOO_PARAMETERS})
+    presets.update(fnl_zoo_presets())
     return presets
 
 
