@@ -7,6 +7,7 @@ nothing is downloaded: named models point at ``file:`` URLs.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -19,6 +20,21 @@ from fnl_core.groups import MODELS
 from fnl_core.models import ModelCard, safetensors_metadata
 
 TOY = ["--data", "toy", "--data-set", 'num_images={"train": 2, "val": 3}']
+
+
+def _missing(*modules: str) -> list[str]:
+    return [m for m in modules if importlib.util.find_spec(m) is None]
+
+
+#: fnl eval is fnl-eval's command and the toy data is fnl-data's: both are absent when
+#: fnl-detector's tests run alone (nox -s isolated).
+needs_eval = pytest.mark.skipif(
+    bool(_missing("fnl_eval", "fnl_data")),
+    reason=f"needs {', '.join(_missing('fnl_eval', 'fnl_data'))} (not installed here)",
+)
+needs_quant = pytest.mark.skipif(
+    bool(_missing("fnl_quant")), reason="needs fnl_quant (not installed here)"
+)
 
 
 @pytest.fixture
@@ -48,6 +64,7 @@ def _json_out(capsys: pytest.CaptureFixture) -> dict:
     return json.loads(capsys.readouterr().out)
 
 
+@needs_eval
 def test_eval_weights_json_is_percent_of_training_evaluation(tiny: Path, capsys) -> None:
     import torch
 
@@ -73,6 +90,7 @@ def test_eval_weights_json_is_percent_of_training_evaluation(tiny: Path, capsys)
             assert out[metric][stat] == pytest.approx(expected, abs=1e-9), (metric, stat)
 
 
+@needs_eval
 def test_eval_named_model_downloads_once(tiny: Path, cache: Path, capsys) -> None:
     sha = hashlib.sha256(tiny.read_bytes()).hexdigest()
     card = ModelCard(name="tiny_named", weights=tiny.as_uri(), sha256=sha, reported={"bbox": 1.0})
@@ -87,6 +105,8 @@ def test_eval_named_model_downloads_once(tiny: Path, cache: Path, capsys) -> Non
         assert _json_out(capsys) == first
 
 
+@needs_eval
+@needs_quant
 def test_eval_int8_runs_the_quantized_model(tiny: Path, capsys) -> None:
     argv = ["eval", "--weights", str(tiny), *TOY, "--json", "--no-progress"]
     assert main([*argv, "--int8", "--calibration-images", "2"]) == 0
@@ -96,6 +116,7 @@ def test_eval_int8_runs_the_quantized_model(tiny: Path, capsys) -> None:
     assert "error" not in err
 
 
+@needs_eval
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
@@ -119,6 +140,7 @@ def test_eval_option_errors_are_one_line(tiny: Path, capsys, argv, message) -> N
     assert message in err and "\n" not in err, err
 
 
+@needs_eval
 def test_eval_without_fnl_detector_names_the_package(monkeypatch, capsys, tmp_path) -> None:
     monkeypatch.setitem(sys.modules, "fnl_detector.model_eval", None)
     assert main(["eval", "--weights", str(tmp_path / "w.safetensors"), *TOY]) == 2
@@ -204,6 +226,8 @@ def test_bench_times_named_models(tiny: Path, tmp_path: Path, capsys) -> None:
 
 
 @pytest.mark.slow
+@needs_eval
+@needs_quant
 def test_quantize_named_model_then_eval_the_saved_int8(tiny: Path, tmp_path: Path, capsys):
     card = ModelCard(name="tiny_named", weights=tiny.as_uri())
     out = tmp_path / "int8"
