@@ -155,7 +155,10 @@ def iid_isotropic_gaussian_uv_loss(
     u: Tensor, v: Tensor, sigma_2: Tensor, u_gt: Tensor, v_gt: Tensor, sigma_lower_bound: float
 ) -> Tensor:
     """Summed negative log-likelihood of (u_gt, v_gt) under an isotropic Gaussian centred at
-    (u, v) with variance ``softplus(sigma_2) + sigma_lower_bound`` (DensePose WC1 models)."""
+    (u, v) with variance ``softplus(sigma_2) + sigma_lower_bound`` (DensePose WC1 models).
+
+    As in DensePose, the constant term is ``0.5 log 2π`` per point (the exact 2-d Gaussian has
+    ``log 2π``); it carries no gradient."""
     sigma2 = F.softplus(sigma_2) + sigma_lower_bound
     delta_sq = (u - u_gt) ** 2 + (v - v_gt) ** 2
     return (0.5 * (math.log(2 * math.pi) + 2 * torch.log(sigma2) + delta_sq / sigma2)).sum()
@@ -172,7 +175,8 @@ def indep_anisotropic_gaussian_uv_loss(
     sigma_lower_bound: float,
 ) -> Tensor:
     """Summed negative log-likelihood of (u_gt, v_gt) under a Gaussian with covariance
-    ``sigma² I + r rᵀ``, ``r = (kappa_u, kappa_v)`` (DensePose WC2 models)."""
+    ``sigma² I + r rᵀ``, ``r = (kappa_u, kappa_v)`` (DensePose WC2 models; same constant as
+    :func:`iid_isotropic_gaussian_uv_loss`)."""
     sigma2 = F.softplus(sigma_2) + sigma_lower_bound
     r_sq = kappa_u**2 + kappa_v**2
     du, dv = u - u_gt, v - v_gt
