@@ -81,6 +81,12 @@ def test_evaluator_files(surface, tmp_path):
     np.testing.assert_allclose(sub["U_subdiv"].ravel(), surface.uv_u)
     index = loadmat(tmp_path / "SMPL_SUBDIV_TRANSFORM.mat")["index"].ravel()
     np.testing.assert_array_equal(index, surface.uv_to_mesh + 1)
+    # the official evaluator indexes arrays with these: integers, not float64
+    part = sub["Part_ID_subdiv"].ravel()
+    assert part.dtype.kind == "i" and index.dtype.kind == "i"
+    np.testing.assert_array_equal(part, surface.uv_part)
+    uv_ids = np.arange(part.size) + 1
+    assert index[uv_ids[part == 3] - 1].dtype.kind == "i"
     with open(tmp_path / "Pdist_matrix.pkl", "rb") as fh:
         pdist = pickle.load(fh, encoding="latin1")["Pdist_matrix"]
     n = surface.num_vertices

@@ -17,3 +17,15 @@ class InputError(FnLError, ValueError):
 
 class ImageReadError(InputError):
     """An image file cannot be decoded into an RGB picture."""
+
+
+class AnnotationError(InputError):
+    """A ground-truth annotation file (COCO / DensePose-COCO JSON) breaks its format."""
+
+
+class ResultsError(InputError):
+    """A results file (DensePose-COCO detections JSON) breaks its format."""
+
+
+class WeightsError(InputError):
+    """A weights or checkpoint file is missing, truncated, corrupt or does not fit the model."""

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from fnl_core.densepose import NUM_COARSE_PARTS, NUM_FINE_CHARTS
+from fnl_core.errors import AnnotationError
 from fnl_core.structures import DensePoseAnnotation, ImageRecord, InstanceAnnotation
 from fnl_data.masks import DP_MASK_SIZE, decode_dp_masks, encode_dp_masks
 
@@ -29,7 +30,7 @@ _UV_TOLERANCE = 1e-6
 PERSON_CATEGORY = {"id": 1, "name": "person", "supercategory": "person"}
 
 
-class DensePoseFormatError(ValueError):
+class DensePoseFormatError(AnnotationError):
     """An annotation file breaks the DensePose-COCO format.
 
     ``image_id``/``annotation_id`` are None when the problem is not tied to one of them.

@@ -17,6 +17,8 @@ import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from fnl_core.errors import AnnotationError, InputError, ResultsError
+from fnl_eval.checks import check_ground_truth, check_results
 from fnl_eval.densepose_eval import DensePoseCOCOeval
 from fnl_eval.masks import encode_mask, gt_mask_rle, paste_mask
 from fnl_eval.results import decode_iuv
@@ -77,44 +79,43 @@ def _quiet() -> contextlib.AbstractContextManager[Any]:
     return contextlib.redirect_stdout(io.StringIO())
 
 
-def _load_json(source: Any, what: str) -> Any:
+def _load_json(source: Any, what: str, error: type[InputError]) -> tuple[Any, str]:
+    """The JSON data of a path (or ``source`` itself) and a name for messages."""
     if isinstance(source, (str, Path)):
         path = Path(source)
         if not path.is_file():
             raise FileNotFoundError(f"{what} file {str(path)!r} does not exist")
         try:
-            return json.loads(path.read_text(encoding="utf-8"))
+            return json.loads(path.read_bytes().decode("utf-8")), str(path)
+        except UnicodeDecodeError as exc:
+            raise error(
+                f"{what} file {path}: not UTF-8 text ({exc.reason} at byte {exc.start})"
+            ) from None
         except json.JSONDecodeError as exc:
-            raise ValueError(f"{what} file {path}: invalid JSON: {exc}") from exc
-    return source
+            raise error(f"{what} file {path}: invalid JSON: {exc}") from None
+        except RecursionError:
+            raise error(f"{what} file {path}: JSON nested too deeply") from None
+    return source, what
 
 
 def load_results(results: Any) -> list[dict[str, Any]]:
-    """Results as a list of dicts from a path, a list, or None (no detections)."""
-    data = _load_json(results, "results")
+    """Results as a list of dicts from a path, a list, or None (no detections).
+
+    Malformed input raises :class:`~fnl_core.errors.ResultsError` naming the entry and field.
+    """
+    data, name = _load_json(results, "results", ResultsError)
     if data is None:
         return []
-    if not isinstance(data, list):
-        raise ValueError(f"results must be a JSON list of detections, got {type(data).__name__}")
-    out = []
-    for k, det in enumerate(data):
-        if not isinstance(det, Mapping):
-            raise ValueError(f"results[{k}] must be an object, got {type(det).__name__}")
-        for field in ("image_id", "category_id", "bbox", "score"):
-            if field not in det:
-                raise ValueError(f"results[{k}] lacks {field!r}")
-        if len(det["bbox"]) != 4:
-            raise ValueError(f"results[{k}].bbox must be [x, y, w, h], got {det['bbox']}")
-        out.append(dict(det))
-    return out
+    check_results(data, name)
+    return [dict(det) for det in data]
 
 
 def _gt_dataset(gt_json: Any) -> dict[str, Any]:
-    data = _load_json(gt_json, "ground-truth")
+    """The ground truth as a checked COCO dict (:class:`~fnl_core.errors.AnnotationError`)."""
+    data, name = _load_json(gt_json, "ground-truth", AnnotationError)
     if isinstance(data, COCO):
         data = data.dataset
-    if not isinstance(data, Mapping) or "images" not in data or "annotations" not in data:
-        raise ValueError("ground truth must be a COCO JSON object with images and annotations")
+    check_ground_truth(data, name)
     return dict(data)
 
 
@@ -170,8 +171,8 @@ class _RasterCache:
             entry = self._results[k].get("densepose")
             try:
                 self._cache[k] = None if not entry else decode_iuv(entry)
-            except ValueError as exc:
-                raise ValueError(f"results[{k}].densepose: {exc}") from exc
+            except (ValueError, TypeError, KeyError) as exc:
+                raise ResultsError(f"results[{k}].densepose: {exc}") from None
         return self._cache[k]
 
 
@@ -267,7 +268,12 @@ class DensePoseEvaluator:
         return self._run(COCOeval(gt, res, iou_type), DETECTION_STATS)
 
     def _segm(self, gt: COCO, dets: list[dict[str, Any]], raster: _RasterCache) -> dict[str, float]:
-        """COCO mask AP: GT ``segmentation`` (else ``dp_masks``), detections I > 0 pasted."""
+        """COCO mask AP: GT ``segmentation`` (else ``dp_masks``), detections I > 0 pasted.
+
+        As detectron2's COCO evaluator, each detection's ``bbox`` is dropped before scoring, so
+        pycocotools takes its area (which decides small / medium / large) and its box from the
+        mask; with the box kept, APs/APm/APl would bin detections by box area instead.
+        """
         for ann in gt.dataset["annotations"]:
             if not ann.get("segmentation"):
                 img = gt.imgs[ann["image_id"]]
@@ -281,5 +287,6 @@ class DensePoseEvaluator:
                 h, w = int(img["height"]), int(img["width"])
                 fg = np.zeros((1, 1), bool) if iuv is None else iuv[0] > 0
                 det["segmentation"] = encode_mask(paste_mask(fg, det["bbox"], h, w))
+            det.pop("bbox", None)
             with_masks.append(det)
         return self._coco_eval(gt, _load_res(gt, with_masks), "segm")

@@ -241,7 +241,11 @@ class ToySurface:
 
     def write_evaluator_files(self, folder: str | Path) -> Path:
         """Write the DensePose evaluator data files for this body (evaluation.md §10):
-        ``SMPL_subdiv.mat``, ``SMPL_SUBDIV_TRANSFORM.mat``, ``Pdist_matrix.pkl``."""
+        ``SMPL_subdiv.mat``, ``SMPL_SUBDIV_TRANSFORM.mat``, ``Pdist_matrix.pkl``.
+
+        Part ids and vertex indices are stored as integers (int32): the official evaluator
+        uses them as array indices, which fails on floating-point values.
+        """
         from scipy.io import savemat
 
         folder = Path(folder)
@@ -251,12 +255,12 @@ class ToySurface:
             {
                 "U_subdiv": self.uv_u[None, :],
                 "V_subdiv": self.uv_v[None, :],
-                "Part_ID_subdiv": self.uv_part[None, :].astype(np.float64),
+                "Part_ID_subdiv": self.uv_part[None, :].astype(np.int32),
             },
         )
         savemat(
             str(folder / "SMPL_SUBDIV_TRANSFORM.mat"),
-            {"index": (self.uv_to_mesh + 1)[None, :].astype(np.float64)},
+            {"index": (self.uv_to_mesh + 1)[None, :].astype(np.int32)},
         )
         rows, cols = np.tril_indices(self.num_vertices, k=-1)  # row-major (a, b), a > b
         pdist = self.distances[rows, cols].reshape(-1, 1)

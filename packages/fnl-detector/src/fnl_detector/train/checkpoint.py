@@ -28,13 +28,15 @@ from typing import Any
 import torch
 from torch import nn
 
+from fnl_core.errors import WeightsError
+
 WEIGHTS_FILE = "model.safetensors"
 STATE_FILE = "trainer_state.pt"
 LAST_FILE = "last_checkpoint"
 FORMAT = "fnl-detector/1"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(WeightsError):
     """A checkpoint file is missing, truncated, corrupt or does not fit the model."""
 
 
