@@ -114,7 +114,10 @@ def evaluate_on_data(
     dataset = source.build(split)
     total = len(dataset.records) if max_images is None else min(max_images, len(dataset.records))
     print(f"fnl eval: {label} on {data}, split {split} ({total} images)", file=sys.stderr)
-    evaluator = build_evaluator(surface if surface is not None else source.surface)
+    surface = surface if surface is not None else source.surface
+    if surface is None:
+        print("fnl eval: no --surface given, computing bbox and segm only", file=sys.stderr)
+    evaluator = build_evaluator(surface)
     device = next(iter(model.parameters()), torch.empty(0)).device
     shown = _ProgressDataset(dataset, total, progress)
     try:
