@@ -128,6 +128,7 @@ def test_eval_int8_runs_the_quantized_model(tiny: Path, capsys) -> None:
         (["--gt", "g.json", "--results", "r.json", "--int8"], "--int8 only apply"),
         ([], "nothing to evaluate"),
         (["--model", "tiny_missing", *TOY], "unknown fnl.models component 'tiny_missing'"),
+        (["--model", "m", "--data", "nosuchdata"], "unknown fnl.datasets component"),
         (["--weights", "{tiny}", "--spec", "x.json", "--model", "m", *TOY], "already fixes"),
     ],
 )
@@ -138,6 +139,13 @@ def test_eval_option_errors_are_one_line(tiny: Path, capsys, argv, message) -> N
         assert main(["eval", *argv]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err, err
+
+
+@needs_eval
+def test_eval_spec_error_comes_before_prediction(tiny: Path, capsys) -> None:
+    assert main(["eval", "--weights", str(tiny), *TOY, "--set", "rpn.nosuch=1"]) == 2
+    captured = capsys.readouterr()
+    assert "rpn.nosuch" in captured.err and "predicting" not in captured.err
 
 
 @needs_eval

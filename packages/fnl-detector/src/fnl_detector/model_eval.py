@@ -137,21 +137,32 @@ def evaluate_on_data(
 
 
 def run_model_eval(args: argparse.Namespace) -> dict[str, Any]:
-    """What ``fnl eval --model/--weights`` runs; returns the evaluator's metrics."""
-    import torch
+    """What ``fnl eval --model/--weights`` runs; returns the evaluator's metrics.
 
+    The cheap checks come first (data option typos, a missing fnl-quant, an unknown model or a
+    spec error), before torch is imported or anything is downloaded.
+    """
+    from fnl_core import groups, registry
     from fnl_detector.commands._weights import build_model, resolve_model
-    from fnl_detector.train.loop import select_device
+    from fnl_detector.spec import load_spec
     from fnl_detector.train.sources import parse_data
 
+    source = parse_data(args.data, args.data_options)
+    if args.int8:
+        registry.require(groups.QUANTIZERS, "ptq", purpose="fnl eval --int8", extra="fnl-quant")
     resolved = resolve_model(args)
+    load_spec(resolved.spec, args.overrides)  # spec errors before torch loads
+
+    import torch
+
+    from fnl_detector.train.loop import select_device
+
     device = select_device("cpu" if args.int8 else args.device)
     torch.manual_seed(0)
     model = build_model(resolved, args.overrides, device)
     if args.int8:
         images = None
         if args.int8_weights is None:
-            source = parse_data(args.data, args.data_options)
             images = calibration_images(source, args.calibration_images)
         model = int8_model(model, images=images, saved=args.int8_weights)
     return evaluate_on_data(
