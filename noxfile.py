@@ -5,6 +5,7 @@
                  running that package's own tests (proves its dependency list is complete)
 * ``plugin``     installs the example third-party plugin (a backbone and a preset) next to the
                  published packages and checks both, before and after
+* ``optional``   without fnl-quant, fnl-eval and onnx(runtime): one-line errors naming the extra
 * ``slow``       the tests marked slow (all 23 paper backbones, every preset, long training)
 * ``lint``       ruff check + ruff format --check
 * ``benchmarks`` the speed/size benchmarks; each prints JSON
@@ -60,6 +61,29 @@ def plugin(session: nox.Session) -> None:
     session.run("fnl", "list", "presets")
     session.run("python", check, "--expect", "present")  # builds the plugin's own preset
     session.run("fnl", "info", "example.tiny_convnet_b", "--no-flops")
+
+
+@nox.session
+def optional(session: nox.Session) -> None:
+    """Without fnl-quant, fnl-eval, onnx and onnxruntime installed, the commands that need them
+    stop at once with one line naming the extra to install."""
+    needed = ["core", "backbones", "necks", "heads", "data", "detector"]
+    session.install(*(str(ROOT / "packages" / f"fnl-{p}") for p in needed))
+    tmp = Path(session.create_tmp())
+    expected = {
+        ("quantize", "mobile_parsing_rcnn_b", "--weights", "w.safetensors"): "fnl-detector[quant]",
+        ("train", "mobile_parsing_rcnn_b", "--data", "toy", "--iters", "2"): "fnl-detector[eval]",
+        ("export", "mobile_parsing_rcnn_b"): "fnl-detector[export]",
+    }
+    for args, extra in expected.items():
+        out_dir = str(tmp / args[0])
+        output = session.run("fnl", *args, "--out", out_dir, success_codes=[2], silent=True)
+        error = [line for line in output.splitlines() if line.startswith(f"fnl {args[0]}: error")]
+        if len(error) != 1 or f"pip install '{extra}'" not in error[0] or "Traceback" in output:
+            session.error(f"fnl {args[0]} without {extra}: expected a one-line error, got {output}")
+        if Path(out_dir).exists():
+            session.error(f"fnl {args[0]} wrote {out_dir} before failing")
+        session.log(error[0])
 
 
 @nox.session

@@ -116,6 +116,7 @@ def test_require_names_what_to_install(monkeypatch):
     msg = str(info.value)
     assert "\n" not in msg
     assert "fnl train needs the fnl.evaluators component 'densepose_coco'" in msg
+    assert "(no fnl.evaluators component is installed)" in msg
     assert "pip install 'fnl-detector[eval]'" in msg
     with pytest.raises(registry.MissingComponentError, match="install fnl-data"):
         registry.require("datasets", "toy", purpose="fnl train")
@@ -243,3 +244,23 @@ def test_a_broken_command_plugin_does_not_hide_the_others(monkeypatch, capsys):
     assert "command 'zz_broken' from <in-process> failed" in err
     assert "RuntimeError: boom" in err
     assert "list" in parser.format_help()
+
+
+def test_entry_point_scans_are_cached_until_refresh(monkeypatch):
+    calls = []
+    points = [(NECKS, "cached", "json:dumps", FakeDist("cache-dist"))]
+    fake = fake_entry_points(points)
+
+    def counting(group):
+        calls.append(group)
+        return fake(group)
+
+    monkeypatch.setattr(registry, "entry_points", counting)
+    assert registry.names(NECKS) == ["cached"]
+    assert registry.resolve(NECKS, "cached").distribution == "cache-dist"
+    assert calls == [NECKS]
+    points.append((NECKS, "later", "json:loads", FakeDist("cache-dist")))
+    assert registry.names(NECKS) == ["cached"]  # installed meanwhile: not seen yet
+    registry.refresh()
+    assert registry.names(NECKS) == ["cached", "later"]
+    assert calls == [NECKS, NECKS]

@@ -260,10 +260,14 @@ def require(group: str, name: str, *, purpose: str, extra: str | None = None) ->
         raise
     except UnknownComponentError as exc:
         install = extra or ALL_GROUPS[group]
+        found = (
+            f"installed: {_describe_installed(group)}"
+            if entries(group)
+            else f"no {group} component is installed"
+        )
         raise MissingComponentError(
             f"{purpose} needs the {group} component {name!r}, which is not installed "
-            f"(installed: {_describe_installed(group)}); install {install} "
-            f"(pip install '{install}')"
+            f"({found}); install {install} (pip install '{install}')"
         ) from exc
 
 
