@@ -290,8 +290,9 @@ class DetectorSpec(_Section):
 
 
 def migrate_spec(data: dict[str, Any]) -> dict[str, Any]:
-    """Bring an older spec dict to :data:`SPEC_VERSION` (drops the editor-only ``$schema``)."""
-    data = {k: v for k, v in data.items() if k != "$schema"}
+    """Bring an older spec dict to :data:`SPEC_VERSION` (drops ``$``-keys: the editor-only
+    ``$schema`` and the ``$provenance`` record that fnl writes into run files)."""
+    data = {k: v for k, v in data.items() if not k.startswith("$")}
     version = data.get("spec_version", SPEC_VERSION)
     if isinstance(version, int) and version > SPEC_VERSION:
         raise ValueError(

@@ -74,6 +74,7 @@ def _run(args: argparse.Namespace) -> int:
     from fnl_detector.predictor import Predictor
     from fnl_detector.spec import load_spec
     from fnl_detector.train.config import TrainConfig
+    from fnl_detector.train.evaluate import require_evaluator
     from fnl_detector.train.loop import Trainer
     from fnl_detector.train.recipes import (
         TOY_CPU_SPEC_OVERRIDES,
@@ -83,6 +84,7 @@ def _run(args: argparse.Namespace) -> int:
     )
 
     out = Path(args.out)
+    require_evaluator("toy", purpose="fnl demo's evaluation")
     t0 = time.perf_counter()
     data_cfg = registry.get(groups.DATASETS, "toy")(
         num_images={"train": args.train_images, "val": args.val_images}, seed=args.seed
