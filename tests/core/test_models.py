@@ -205,3 +205,25 @@ def test_fnl_list_models_does_not_import_torch() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().endswith("NO TORCH")
+
+
+def test_card_from_a_plugin_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The documented plugin route: a module of the plugin builds its card from a JSON file."""
+    pkg = tmp_path / "fnl_models_plugin_demo"
+    (pkg / "cards").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "weights.safetensors").write_bytes(PAYLOAD)
+    (pkg / "cards" / "demo.json").write_text(
+        json.dumps({"name": "demo", "preset": "p", "weights": "weights.safetensors", "sha256": SHA})
+    )
+    (pkg / "models.py").write_text(
+        "from fnl_core.models import ModelCard\n"
+        "demo = ModelCard.from_resource(__name__, 'cards/demo.json')\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from fnl_models_plugin_demo.models import demo
+
+    assert demo.package == "fnl_models_plugin_demo"
+    assert fetch_weights(demo) == pkg / "weights.safetensors"
+    with pytest.raises(ModelCardError, match="not found"):
+        ModelCard.from_resource("fnl_models_plugin_demo", "cards/missing.json")

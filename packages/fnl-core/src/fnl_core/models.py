@@ -15,6 +15,7 @@ the cache (``$FNL_CACHE_DIR/models/NAME/`` or ``~/.cache/fnl/models/NAME/``) on 
 
 from __future__ import annotations
 
+import importlib
 import json
 import re
 import struct
@@ -117,7 +118,11 @@ class ModelCard(BaseModel):
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_resource(cls, package: str, path: str) -> ModelCard:
-        """The card in JSON file ``path`` of ``package`` (relative paths resolve there too)."""
+        """The card in JSON file ``path`` of ``package`` (relative paths resolve there too).
+
+        ``package`` may be a module's ``__name__``: its package is used.
+        """
+        package = _package_of(package)
         try:
             text = resources.files(package).joinpath(path).read_text(encoding="utf-8")
         except (FileNotFoundError, ModuleNotFoundError) as exc:
@@ -172,6 +177,17 @@ class ModelCard(BaseModel):
         if self.is_url:
             return self.weights
         return f"{self.package}/{self.weights}" if self.package else self.weights
+
+
+def _package_of(name: str) -> str:
+    """``name`` if it is a package, else the package holding module ``name``."""
+    try:
+        module = importlib.import_module(name)
+    except ImportError as exc:
+        raise ModelCardError(f"model card package {name!r} cannot be imported: {exc}") from exc
+    if hasattr(module, "__path__"):
+        return name
+    return module.__package__ or name
 
 
 def get_card(name: str) -> ModelCard:
