@@ -91,6 +91,13 @@ def test_eval_weights_json_is_percent_of_training_evaluation(tiny: Path, capsys)
 
 
 @needs_eval
+def test_eval_metrics_subset(tiny: Path, capsys) -> None:
+    argv = ["eval", "--weights", str(tiny), *TOY, "--metrics", "bbox,gps", "--json"]
+    assert main([*argv, "--no-progress"]) == 0
+    assert list(_json_out(capsys)) == ["bbox", "gps"]
+
+
+@needs_eval
 def test_eval_named_model_downloads_once(tiny: Path, cache: Path, capsys) -> None:
     sha = hashlib.sha256(tiny.read_bytes()).hexdigest()
     card = ModelCard(name="tiny_named", weights=tiny.as_uri(), sha256=sha, reported={"bbox": 1.0})

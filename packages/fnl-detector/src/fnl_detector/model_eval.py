@@ -75,17 +75,23 @@ def int8_model(model: Any, *, images: list[Any] | None = None, saved: str | None
     return quantizer.convert(prepared).eval()
 
 
-def build_evaluator(surface: dict[str, Any] | str | None) -> Any:
+def build_evaluator(surface: dict[str, Any] | str | None, metrics: list[str] | None = None) -> Any:
     """The registered DensePose-COCO evaluator on ``surface`` (a registered name or a
-    ``{"type": ...}`` spec); without one only box and mask AP are computed."""
+    ``{"type": ...}`` spec) computing ``metrics`` (default: all it can; without a surface only
+    box and mask AP, since GPS needs geodesic distances)."""
     from fnl_core import groups, registry
     from fnl_core.spec import resolve_component
-    from fnl_detector.train.evaluate import build_evaluator as on_named_surface
 
-    if surface is None or isinstance(surface, str):
-        return on_named_surface(surface)
-    body = resolve_component(groups.SURFACES, surface).build()
-    return registry.get(groups.EVALUATORS, "densepose_coco")().build(body)
+    config_cls = registry.get(groups.EVALUATORS, "densepose_coco")
+    if surface is None:
+        body = None
+        metrics = metrics or ["bbox", "segm"]
+    elif isinstance(surface, str):
+        body = registry.get(groups.SURFACES, surface)().build()
+    else:
+        body = resolve_component(groups.SURFACES, surface).build()
+    config = config_cls(metrics=metrics) if metrics else config_cls()
+    return config.build(body)
 
 
 def evaluate_on_data(
@@ -99,6 +105,7 @@ def evaluate_on_data(
     progress: bool = True,
     work_dir: Path | None = None,
     label: str = "model",
+    metrics: list[str] | None = None,
 ) -> dict[str, Any]:
     """Metrics of ``model`` on ``split`` of ``data`` (``toy`` or ``coco:PATH``); the surface
     defaults to the data's own (``toy`` for the toy data, none for COCO)."""
@@ -115,9 +122,9 @@ def evaluate_on_data(
     total = len(dataset.records) if max_images is None else min(max_images, len(dataset.records))
     print(f"fnl eval: {label} on {data}, split {split} ({total} images)", file=sys.stderr)
     surface = surface if surface is not None else source.surface
-    if surface is None:
+    if surface is None and not metrics:
         print("fnl eval: no --surface given, computing bbox and segm only", file=sys.stderr)
-    evaluator = build_evaluator(surface)
+    evaluator = build_evaluator(surface, metrics)
     device = next(iter(model.parameters()), torch.empty(0)).device
     shown = _ProgressDataset(dataset, total, progress)
     try:
@@ -174,6 +181,7 @@ def run_model_eval(args: argparse.Namespace) -> dict[str, Any]:
         max_images=args.max_images,
         progress=not args.no_progress,
         label=f"{resolved.label}{' (int8)' if args.int8 else ''}",
+        metrics=[m.strip() for m in (args.metrics or "").split(",") if m.strip()] or None,
     )
 
 
