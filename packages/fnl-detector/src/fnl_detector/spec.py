@@ -39,14 +39,20 @@ class InputSpec(_Section):
         min_length=1,
         description="training short sides; one is chosen uniformly per image",
     )
-    max_size_train: int = Field(1333, gt=0)
-    min_size_test: int = Field(800, gt=0)
-    max_size_test: int = Field(1333, gt=0)
+    max_size_train: int = Field(1333, gt=0, description="cap on the longest side when training")
+    min_size_test: int = Field(800, gt=0, description="shortest side at inference")
+    max_size_test: int = Field(1333, gt=0, description="cap on the longest side at inference")
     pixel_mean: list[float] = Field(
-        default_factory=lambda: [123.675, 116.28, 103.53], min_length=3, max_length=3
+        default_factory=lambda: [123.675, 116.28, 103.53],
+        min_length=3,
+        max_length=3,
+        description="subtracted per channel (0..255 scale, in the channel order of `format`)",
     )
     pixel_std: list[float] = Field(
-        default_factory=lambda: [58.395, 57.12, 57.375], min_length=3, max_length=3
+        default_factory=lambda: [58.395, 57.12, 57.375],
+        min_length=3,
+        max_length=3,
+        description="divides each channel after the mean (channel order of `format`)",
     )
     format: Literal["RGB", "BGR"] = Field(
         "RGB",
@@ -89,7 +95,10 @@ class AnchorSpec(_Section):
     """Anchors: sizes per level (one list per RPN level) times aspect ratios (h / w)."""
 
     sizes: list[list[float]] = Field(
-        default_factory=lambda: [[32.0], [64.0], [128.0], [256.0], [512.0]], min_length=1
+        default_factory=lambda: [[32.0], [64.0], [128.0], [256.0], [512.0]],
+        min_length=1,
+        description="anchor sizes (square root of the area, in input pixels): one list per RPN "
+        "level, in the order of rpn.in_features",
     )
     aspect_ratios: list[list[float]] = Field(
         default_factory=lambda: [[0.5, 1.0, 2.0]],
@@ -126,10 +135,14 @@ class RPNSpec(_Section):
     """Region proposal network: head, anchor matching and proposal selection."""
 
     head: Component(groups.RPN_HEADS) = Field(
-        default_factory=lambda: {"type": "standard"}, validate_default=True
+        default_factory=lambda: {"type": "standard"},
+        validate_default=True,
+        description="objectness and box deltas per anchor; one module shared by all levels",
     )
     in_features: list[str] = Field(
-        default_factory=lambda: ["p2", "p3", "p4", "p5", "p6"], min_length=1
+        default_factory=lambda: ["p2", "p3", "p4", "p5", "p6"],
+        min_length=1,
+        description="neck levels the RPN runs on (named after their strides)",
     )
     pre_nms_top_n_train: int = Field(2000, gt=0, description="per level")
     pre_nms_top_n_test: int = Field(1000, gt=0, description="per level")
@@ -138,11 +151,24 @@ class RPNSpec(_Section):
     nms_thresh: float = Field(0.7, gt=0.0, le=1.0, description="applied per level")
     min_size: float = Field(0.0, ge=0.0, description="proposals with w or h <= this are dropped")
     batch_size_per_image: int = Field(256, gt=0, description="anchors sampled per image")
-    positive_fraction: float = Field(0.5, gt=0.0, le=1.0)
-    fg_iou_thresh: float = Field(0.7, ge=0.0, le=1.0)
-    bg_iou_thresh: float = Field(0.3, ge=0.0, le=1.0)
+    positive_fraction: float = Field(
+        0.5, gt=0.0, le=1.0, description="largest share of positives among the sampled anchors"
+    )
+    fg_iou_thresh: float = Field(
+        0.7,
+        ge=0.0,
+        le=1.0,
+        description="anchors with IoU >= this with a ground-truth box are positives (so is each "
+        "box's best anchor)",
+    )
+    bg_iou_thresh: float = Field(
+        0.3, ge=0.0, le=1.0, description="anchors with IoU < this are negatives; between: ignored"
+    )
     bbox_reg_weights: list[float] = Field(
-        default_factory=lambda: [1.0, 1.0, 1.0, 1.0], min_length=4, max_length=4
+        default_factory=lambda: [1.0, 1.0, 1.0, 1.0],
+        min_length=4,
+        max_length=4,
+        description="box-coder weights (x, y, w, h) of the RPN deltas",
     )
 
     @model_validator(mode="after")
@@ -160,43 +186,70 @@ class PoolerSpec(_Section):
     levels given (detectron2's rule).
     """
 
-    in_features: list[str] = Field(default_factory=lambda: ["p2", "p3", "p4", "p5"], min_length=1)
-    resolution: int = Field(7, gt=0)
+    in_features: list[str] = Field(
+        default_factory=lambda: ["p2", "p3", "p4", "p5"],
+        min_length=1,
+        description="neck levels to pool from (equal channel counts, strides doubling)",
+    )
+    resolution: int = Field(7, gt=0, description="each RoI is pooled to resolution x resolution")
     sampling_ratio: int = Field(0, ge=0, description="0 = adaptive")
     aligned: bool = Field(True, description="true: ROIAlignV2 (half-pixel shift)")
-    op: Literal["roi_align", "roi_pool"] = "roi_align"
-    canonical_box_size: float = Field(224.0, gt=0)
-    canonical_level: int = Field(4, ge=0)
+    op: Literal["roi_align", "roi_pool"] = Field(
+        "roi_align", description="torchvision's RoIAlign or RoIPool"
+    )
+    canonical_box_size: float = Field(
+        224.0, gt=0, description="box size (square root of the area) pooled from canonical_level"
+    )
+    canonical_level: int = Field(
+        4, ge=0, description="level (log2 of the stride) for boxes of canonical_box_size"
+    )
 
 
 class BoxPredictorSpec(_Section):
     """Class logits (foreground classes, then background last) and class-specific deltas."""
 
-    num_classes: int = Field(1, gt=0)
+    num_classes: int = Field(1, gt=0, description="foreground classes (1: person)")
     bbox_reg_weights: list[float] = Field(
-        default_factory=lambda: [10.0, 10.0, 5.0, 5.0], min_length=4, max_length=4
+        default_factory=lambda: [10.0, 10.0, 5.0, 5.0],
+        min_length=4,
+        max_length=4,
+        description="box-coder weights (x, y, w, h) of the box deltas",
     )
-    cls_agnostic_bbox_reg: bool = False
+    cls_agnostic_bbox_reg: bool = Field(
+        False, description="one box regression for all classes instead of one per class"
+    )
 
 
 class RoIHeadsSpec(_Section):
     """Sampling of proposals for the box (and DensePose) heads during training."""
 
-    batch_size_per_image: int = Field(512, gt=0)
-    positive_fraction: float = Field(0.25, gt=0.0, le=1.0)
+    batch_size_per_image: int = Field(
+        512, gt=0, description="proposals sampled per image for the heads during training"
+    )
+    positive_fraction: float = Field(
+        0.25, gt=0.0, le=1.0, description="largest share of foreground among them"
+    )
     iou_threshold: float = Field(0.5, ge=0.0, le=1.0, description="fg if IoU >= this")
-    proposal_append_gt: bool = True
+    proposal_append_gt: bool = Field(
+        True, description="add the ground-truth boxes to the proposals during training"
+    )
 
 
 class DensePoseSpec(_Section):
     """DensePose branch: pooler, head, predictor and loss."""
 
-    head: Component(groups.DENSEPOSE_HEADS)
+    head: Component(groups.DENSEPOSE_HEADS) = Field(
+        description="convolutional head on the pooled RoI features"
+    )
     predictor: Component(groups.DENSEPOSE_PREDICTORS) = Field(
-        default_factory=lambda: {"type": "chart"}, validate_default=True
+        default_factory=lambda: {"type": "chart"},
+        validate_default=True,
+        description="turns the head's features into the DensePose outputs at heatmap_size",
     )
     loss: Component(groups.DENSEPOSE_LOSSES) = Field(
-        default_factory=lambda: {"type": "chart"}, validate_default=True
+        default_factory=lambda: {"type": "chart"},
+        validate_default=True,
+        description="DensePose training losses",
     )
     pooler: PoolerSpec = Field(
         default_factory=lambda: PoolerSpec(in_features=["p2"], resolution=32)
@@ -211,7 +264,9 @@ class DensePoseSpec(_Section):
         description="mesh vertex embeddings of a CSE model (predictor 'cse'); per-pixel "
         "closest vertices are found against them",
     )
-    heatmap_size: int = Field(64, gt=0)
+    heatmap_size: int = Field(
+        64, gt=0, description="the predictor's output size S (S x S per detection)"
+    )
     iou_threshold: float = Field(
         0.7, ge=0.0, le=1.0, description="train on fg RoIs with IoU > this (strict)"
     )
@@ -223,8 +278,8 @@ class TestSpec(_Section):
     __test__ = False  # not a pytest class
 
     score_thresh: float = Field(0.05, ge=0.0, le=1.0, description="keep scores > this")
-    nms_thresh: float = Field(0.5, gt=0.0, le=1.0)
-    detections_per_image: int = Field(100, gt=0)
+    nms_thresh: float = Field(0.5, gt=0.0, le=1.0, description="IoU of the final box NMS")
+    detections_per_image: int = Field(100, gt=0, description="keep at most this many")
 
 
 def _preset_schema(schema: dict[str, Any]) -> None:
@@ -247,15 +302,19 @@ class DetectorSpec(_Section):
         extra="forbid", validate_assignment=True, json_schema_extra=_preset_schema
     )
 
-    spec_version: int = Field(SPEC_VERSION, ge=1, le=SPEC_VERSION)
-    description: str = ""
+    spec_version: int = Field(
+        SPEC_VERSION, ge=1, le=SPEC_VERSION, description="format version; older specs migrate"
+    )
+    description: str = Field("", description="free text about the model")
     input: InputSpec = Field(default_factory=InputSpec)
-    backbone: Component(groups.BACKBONES)
-    neck: Component(groups.NECKS)
+    backbone: Component(groups.BACKBONES) = Field(description="image -> features by stride")
+    neck: Component(groups.NECKS) = Field(description="backbone features -> equal-width levels")
     anchors: AnchorSpec = Field(default_factory=AnchorSpec)
     rpn: RPNSpec = Field(default_factory=RPNSpec)
     box_pooler: PoolerSpec = Field(default_factory=PoolerSpec)
-    box_head: Component(groups.BOX_HEADS)
+    box_head: Component(groups.BOX_HEADS) = Field(
+        description="pooled RoI features -> one vector per RoI for the box predictor"
+    )
     box_predictor: BoxPredictorSpec = Field(default_factory=BoxPredictorSpec)
     roi_heads: RoIHeadsSpec = Field(default_factory=RoIHeadsSpec)
     densepose: DensePoseSpec
