@@ -135,15 +135,20 @@ def _field_table(model: type[BaseModel], prefix: str, skip: tuple[str, ...] = ()
         if name in skip:
             continue
         group = component_group_of(field)
+        section = _is_section(field.annotation)
+        meaning = field.description or ""
         if group is not None:
-            kind = f"component of `{group}`" + (" or null" if not field.is_required() else "")
-        elif _is_section(field.annotation):
+            nullable = type(None) in typing.get_args(field.annotation)
+            kind = f"component of `{group}`" + (" or null" if nullable else "")
+            meaning = meaning or f"a registered `{group}` component"
+        elif section is not None:
             kind = "section"
+            meaning = meaning or _doc(section)
         else:
             kind = _cell(_type_text(field.annotation))
         rows.append(
             f"| `{prefix}{name}` | {kind} | {_cell(_default_text(field))} | "
-            f"{_cell(_constraints(field))} | {_cell(field.description or '')} |"
+            f"{_cell(_constraints(field))} | {_cell(meaning)} |"
         )
     return rows
 
