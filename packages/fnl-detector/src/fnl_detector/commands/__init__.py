@@ -1,9 +1,9 @@
 """``fnl`` subcommands shipped by fnl-detector (modules stay light: torch loads in ``run``).
 
 Shared pieces: the ``--set`` option, argument types that reject nonsense numbers at parse time
-(``--iters 0`` is an error, not "use the default"), and :func:`load_spec_early`, which
-validates a spec before any command imports torch, so a typo is reported in well under a
-second instead of after the 10-16 s torch/timm import.
+(``--iters 0`` is an error, not "use the default"), and :func:`load_spec_early` /
+:func:`check_spec_arguments`, which validate a spec before a command imports torch and timm,
+so a typo is reported without waiting for those imports (see docs/training.md).
 """
 
 from __future__ import annotations
@@ -65,3 +65,12 @@ def load_spec_early(spec: str, overrides: Sequence[str] = ()) -> Any:
     from fnl_detector.spec import load_spec
 
     return load_spec(spec, list(overrides))
+
+
+def check_spec_arguments(args: argparse.Namespace) -> None:
+    """Validate the spec(s) a command was given (``spec``/``specs``/``--spec`` with ``--set``)
+    before it imports torch. Specs that come from a named model or a weights file are checked
+    when the command resolves them."""
+    specs = [getattr(args, "spec", None), *(getattr(args, "specs", None) or [])]
+    for spec in filter(None, specs):
+        load_spec_early(spec, getattr(args, "overrides", []))

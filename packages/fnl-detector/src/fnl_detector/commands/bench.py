@@ -9,7 +9,7 @@ import sys
 from typing import Any
 
 from fnl_core.command import Command
-from fnl_detector.commands import add_overrides_argument
+from fnl_detector.commands import add_overrides_argument, check_spec_arguments
 
 
 def _configure(parser: argparse.ArgumentParser) -> None:
@@ -151,6 +151,7 @@ def run_benchmark(
 
 
 def _run(args: argparse.Namespace) -> int:
+    check_spec_arguments(args)  # a spec typo fails before torch is imported
     from fnl_detector.threads import prefer_passive_omp_wait
 
     prefer_passive_omp_wait()

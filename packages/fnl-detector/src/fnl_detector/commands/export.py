@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from fnl_core.command import Command
-from fnl_detector.commands import add_overrides_argument
+from fnl_detector.commands import add_overrides_argument, check_spec_arguments
 from fnl_detector.commands._weights import add_model_arguments
 
 
@@ -199,6 +199,7 @@ def run_export(
 
 
 def _run(args: argparse.Namespace) -> int:
+    check_spec_arguments(args)  # a spec typo fails before torch is imported
     from fnl_detector.commands._weights import resolve_model
 
     resolved = resolve_model(args, require_weights=False)

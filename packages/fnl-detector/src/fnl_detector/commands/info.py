@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from fnl_core.command import Command
-from fnl_detector.commands import add_overrides_argument
+from fnl_detector.commands import add_overrides_argument, check_spec_arguments
 
 
 def _configure(parser: argparse.ArgumentParser) -> None:
@@ -86,6 +86,7 @@ def _print_table(info: dict[str, Any]) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    check_spec_arguments(args)  # a spec typo fails before torch is imported
     info = collect_info(args.spec, args.overrides, args.size, args.detections, not args.no_flops)
     if args.json:
         print(json.dumps(info, indent=2))

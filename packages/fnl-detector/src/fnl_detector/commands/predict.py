@@ -31,7 +31,7 @@ from typing import Any
 
 from fnl_core.command import Command
 from fnl_core.imaging import IMAGE_SUFFIXES
-from fnl_detector.commands import add_overrides_argument
+from fnl_detector.commands import add_overrides_argument, check_spec_arguments
 
 #: File name endings treated as videos (same list as fnl_detector.video, kept torch-free here).
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv")
@@ -212,6 +212,7 @@ def _configure(parser: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    check_spec_arguments(args)  # a spec typo fails before torch is imported
     from fnl_detector.threads import prefer_passive_omp_wait
 
     prefer_passive_omp_wait()

@@ -14,7 +14,7 @@ import json
 from typing import Any
 
 from fnl_core.command import Command
-from fnl_detector.commands import add_overrides_argument
+from fnl_detector.commands import add_overrides_argument, check_spec_arguments
 from fnl_detector.commands._weights import add_model_arguments
 
 
@@ -131,6 +131,7 @@ def compare(float_model: Any, int8_model: Any, size: int, detections: int, runs:
 
 
 def _run(args: argparse.Namespace) -> int:
+    check_spec_arguments(args)  # a spec typo fails before torch is imported
     import tempfile
     from pathlib import Path
 
