@@ -111,7 +111,3 @@ def test_plugin_is_unknown_before_and_works_after_install(plugin_env):
     assert "ok: preset example.tiny_convnet_b (fnl-plugin-example 0.1.0) built and ran" in (
         present.stdout
     )
-    info = _run(
-        python, "-m", "fnl_core.cli", "info", "example.tiny_convnet_b", "--no-flops", "--json"
-    )
-    assert info.returncode == 0, info.stderr
