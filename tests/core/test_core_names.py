@@ -48,9 +48,13 @@ def clashing_necks(monkeypatch):
         ("acme.fpn", "AcmeFpn", Dist("acme-fnl", "0.3")),
     ]
 
+    real = registry.entry_points
+
     def fake(group):
+        if group != NECKS:
+            return real(group=group)
         out = []
-        for name, attr, dist in points if group == NECKS else []:
+        for name, attr, dist in points:
             ep = EntryPoint(name, f"{__name__}:{attr}", group)
             object.__setattr__(ep, "dist", dist)
             out.append(ep)
@@ -93,3 +97,19 @@ def test_provenance_records_distribution_and_version_per_part(clashing_necks):
         assert registry.provenance({"neck": {"type": "acme.fpn"}}, "test_holder") == {
             "neck": {"name": "acme.fpn", "distribution": "acme-fnl", "version": "0.3"}
         }
+
+
+def test_fnl_list_shows_clashing_names_qualified(clashing_necks, capsys):
+    import json
+
+    from fnl_core.cli import main
+
+    assert main(["list", "necks"]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[1]: line.split()[2] for line in out.splitlines()[2:] if line.strip()}
+    assert rows["plugin-a:pan"] == "plugin-a" and rows["plugin-b:pan"] == "plugin-b"
+    assert rows["acme.fpn"] == "acme-fnl"  # unique names stay short
+    assert "provided by several packages" in out
+    assert main(["list", "necks", "--json"]) == 0
+    listed = {i["qualified_name"] for i in json.loads(capsys.readouterr().out)}
+    assert listed == {"plugin-a:pan", "plugin-b:pan", "acme-fnl:acme.fpn"}

@@ -79,13 +79,29 @@ def _run(args: argparse.Namespace) -> int:
     groups = [normalize_group(args.group)] if args.group else list(COMPONENT_GROUPS)
     rows = [info for group in groups for info in registry.entries(group)]
     if args.json:
-        print(json.dumps([info.__dict__ for info in rows], indent=2))
+        print(
+            json.dumps([{**i.__dict__, "qualified_name": i.qualified_name} for i in rows], indent=2)
+        )
         return 0
+    # a name several packages provide is shown as PACKAGE:NAME, the form a spec must then use
+    seen = [(i.group, i.name) for i in rows]
+    clashing = {key for key in seen if seen.count(key) > 1}
     headers = ("group", "name", "package", "version", "target")
-    table = [(i.group, i.name, i.distribution, i.version, i.target) for i in rows]
+    table = [
+        (
+            i.group,
+            i.qualified_name if (i.group, i.name) in clashing else i.name,
+            i.distribution,
+            i.version,
+            i.target,
+        )
+        for i in rows
+    ]
     empty = [(g, "(none installed)", "", "", "") for g in groups if not registry.entries(g)]
     table = sorted(table + empty, key=lambda r: (groups.index(r[0]), r[1]))
     _print_table(headers, table)
+    if clashing:
+        print("\nnames shown as PACKAGE:NAME are provided by several packages: write them that way")
     return 0
 
 
