@@ -193,6 +193,29 @@ def parse_instance(source: str, ann: dict[str, Any]) -> InstanceAnnotation:
     )
 
 
+def _read_annotation(
+    source: str, k: int, ann: Any, records: dict[int, ImageRecord]
+) -> tuple[InstanceAnnotation, ImageRecord]:
+    """Annotation ``k`` and the record it belongs to; any malformation is a format error."""
+    if not isinstance(ann, dict):
+        raise DensePoseFormatError(
+            source, f"annotations[{k}] must be an object, got {type(ann).__name__}"
+        )
+    try:
+        if "id" not in ann or "image_id" not in ann:
+            raise _fail(source, ann, "id" if "id" not in ann else "image_id", "missing")
+        rec = records.get(int(ann["image_id"]))
+        if rec is None:
+            raise _fail(source, ann, "image_id", "refers to no image of the file")
+        return parse_instance(source, ann), rec
+    except DensePoseFormatError:
+        raise
+    except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as exc:
+        raise DensePoseFormatError(
+            source, f"annotations[{k}]: malformed ({type(exc).__name__}: {exc})"
+        ) from None
+
+
 def read_densepose_coco(
     json_path: str | Path,
     image_root: str | Path | None = None,
@@ -210,9 +233,15 @@ def read_densepose_coco(
     if not json_path.is_file():
         raise FileNotFoundError(f"DensePose-COCO annotation file {source!r} does not exist")
     try:
-        data = json.loads(json_path.read_text(encoding="utf-8"))
+        data = json.loads(json_path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise DensePoseFormatError(
+            source, f"not UTF-8 text ({exc.reason} at byte {exc.start})"
+        ) from None
     except json.JSONDecodeError as exc:
         raise DensePoseFormatError(source, f"invalid JSON: {exc}") from exc
+    except RecursionError:
+        raise DensePoseFormatError(source, "JSON nested too deeply") from None
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise DensePoseFormatError(source, "expected a COCO object with an 'images' list")
     root = Path(image_root) if image_root is not None else json_path.parent
@@ -228,21 +257,25 @@ def read_densepose_coco(
                 width=int(img["width"]),
                 image_root=root,
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise DensePoseFormatError(
                 source, f"image entry {img!r:.120} needs id, file_name, height, width ({exc})"
             ) from exc
+        if rec.height <= 0 or rec.width <= 0:
+            raise DensePoseFormatError(
+                source,
+                f"height and width must be > 0, got {rec.height}x{rec.width}",
+                image_id=image_id,
+            )
         if image_id in records:
             raise DensePoseFormatError(source, "duplicate image id", image_id=image_id)
         records[image_id] = rec
-    for ann in data.get("annotations", []):
+    annotations = data.get("annotations", [])
+    if not isinstance(annotations, list):
+        raise DensePoseFormatError(source, "'annotations' must be a list")
+    for k, ann in enumerate(annotations):
         try:
-            if "id" not in ann or "image_id" not in ann:
-                raise _fail(source, ann, "id" if "id" not in ann else "image_id", "missing")
-            rec = records.get(int(ann["image_id"]))
-            if rec is None:
-                raise _fail(source, ann, "image_id", "refers to no image of the file")
-            inst = parse_instance(source, ann)
+            inst, rec = _read_annotation(source, k, ann, records)
         except DensePoseFormatError as err:
             if not lenient:
                 raise

@@ -51,6 +51,11 @@ def check_ground_truth(data: Any, source: str = "ground truth") -> None:
     for key in ("images", "annotations"):
         if not isinstance(data.get(key), list):
             raise AnnotationError(f"{source}: expected an {key!r} list")
+    categories = data.get("categories", [])
+    if not isinstance(categories, list) or not all(
+        isinstance(c, Mapping) and _is_int(c.get("id")) for c in categories
+    ):
+        raise AnnotationError(f"{source}: 'categories' must be a list of objects with an id")
     sizes: dict[Any, tuple[int, int]] = {}
     for k, img in enumerate(data["images"]):
         where = f"{source}: images[{k}]"
@@ -68,8 +73,12 @@ def check_ground_truth(data: Any, source: str = "ground truth") -> None:
         if img["id"] in sizes:
             raise AnnotationError(f"{where}: duplicate image id {img['id']}")
         sizes[img["id"]] = (int(img["height"]), int(img["width"]))
+    ids: set[Any] = set()
     for k, ann in enumerate(data["annotations"]):
         _check_annotation(ann, f"{source}: annotations[{k}]", sizes)
+        if ann["id"] in ids:
+            raise AnnotationError(f"{source}: annotations[{k}]: duplicate id {ann['id']}")
+        ids.add(ann["id"])
 
 
 def _check_annotation(ann: Any, where: str, sizes: Mapping[Any, tuple[int, int]]) -> None:
@@ -77,9 +86,11 @@ def _check_annotation(ann: Any, where: str, sizes: Mapping[Any, tuple[int, int]]
         raise AnnotationError(f"{where}: expected an object, got {type(ann).__name__}")
     if "id" in ann:
         where = f"{where} (id {ann['id']!r:.20})"
-    for key, what in (("image_id", "an image id"), ("bbox", "[x, y, w, h]")):
+    for key, what in (("id", "an integer"), ("image_id", "an image id"), ("bbox", "[x, y, w, h]")):
         if key not in ann:
             raise AnnotationError(f"{where} lacks {key!r} ({what})")
+    if not _is_int(ann["id"]):
+        raise AnnotationError(f"{where}.id: expected an integer")
     if not _is_int(ann["image_id"]) or ann["image_id"] not in sizes:
         raise AnnotationError(
             f"{where}.image_id: {ann['image_id']!r:.40} is not the id of an entry of 'images'"
@@ -111,6 +122,8 @@ def _check_annotation(ann: Any, where: str, sizes: Mapping[Any, tuple[int, int]]
             raise AnnotationError(
                 f"{where}.dp_I[{n}]: chart ids are integers 1..{NUM_FINE_CHARTS}, got {part!r}"
             )
+    if "segmentation" in ann and not isinstance(ann["segmentation"], (list, Mapping)):
+        raise AnnotationError(f"{where}.segmentation: expected polygons or an RLE")
     if "dp_masks" in ann and not isinstance(ann["dp_masks"], list):
         raise AnnotationError(f"{where}.dp_masks: expected a list of 14 RLEs")
 

@@ -150,7 +150,7 @@ def _load_res(gt: COCO, results: list[dict[str, Any]]) -> COCO:
         return res
     unknown = sorted({d["image_id"] for d in results} - set(gt.getImgIds()))
     if unknown:
-        raise ValueError(
+        raise ResultsError(
             f"results refer to {len(unknown)} image id(s) absent from the ground truth, e.g. "
             f"{unknown[:5]}"
         )
@@ -275,9 +275,12 @@ class DensePoseEvaluator:
         mask; with the box kept, APs/APm/APl would bin detections by box area instead.
         """
         for ann in gt.dataset["annotations"]:
+            img = gt.imgs[ann["image_id"]]
+            h, w = int(img["height"]), int(img["width"])
             if not ann.get("segmentation"):
-                img = gt.imgs[ann["image_id"]]
-                ann["segmentation"] = gt_mask_rle(ann, int(img["height"]), int(img["width"]))
+                ann["segmentation"] = gt_mask_rle(ann, h, w)
+            else:  # decoded here so that a bad one fails with its annotation named
+                ann["segmentation"] = gt_mask_rle({**ann, "dp_masks": None}, h, w)
         with_masks = []
         for k, det in enumerate(dets):
             img = gt.imgs.get(det["image_id"])

@@ -14,6 +14,7 @@ from pycocotools import mask as mask_utils
 from scipy.ndimage import zoom
 
 from fnl_core.densepose import NUM_COARSE_PARTS
+from fnl_core.errors import AnnotationError
 
 __all__ = [
     "decode_dp_masks",
@@ -80,8 +81,21 @@ def gt_mask_rle(ann: Mapping[str, Any], height: int, width: int) -> dict[str, An
 
     ``dp_masks``: foreground of the coarse label map, bilinear ``zoom`` (no prefilter) to the
     box size (at least 1 px), threshold 0.5, pasted at the truncated box corner. Without either
-    field the mask is empty.
+    field the mask is empty. Undecodable masks raise :class:`~fnl_core.errors.AnnotationError`.
     """
+    field = "dp_masks" if ann.get("dp_masks") else "segmentation"
+    try:
+        return _gt_mask_rle(ann, height, width)
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
+        if isinstance(exc, AnnotationError):
+            raise
+        raise AnnotationError(
+            f"ground-truth annotation {ann.get('id')!r:.20} (image {ann.get('image_id')!r:.20}): "
+            f"{field} cannot be decoded ({exc})"
+        ) from None
+
+
+def _gt_mask_rle(ann: Mapping[str, Any], height: int, width: int) -> dict[str, Any]:
     if ann.get("dp_masks"):
         fg = np.minimum(decode_dp_masks(ann["dp_masks"]), 1.0)
         _, _, w, h = (float(b) for b in ann["bbox"])
@@ -89,9 +103,15 @@ def gt_mask_rle(ann: Mapping[str, Any], height: int, width: int) -> dict[str, An
             fg, (max(h, 1.0) / DP_MASK_SIZE, max(w, 1.0) / DP_MASK_SIZE), order=1, prefilter=False
         )
         return encode_mask(paste_mask(scaled > 0.5, ann["bbox"], height, width))
-    rle = segmentation_rle(ann.get("segmentation"), height, width)
+    segmentation = ann.get("segmentation")
+    rle = segmentation_rle(segmentation, height, width)
     if rle is not None:
         return rle
+    if segmentation:
+        raise AnnotationError(
+            f"ground-truth annotation {ann.get('id')!r:.20}: segmentation must be polygons or "
+            f"an RLE, got {type(segmentation).__name__}"
+        )
     return encode_mask(np.zeros((height, width), dtype=np.uint8))
 
 
@@ -101,13 +121,19 @@ def ignore_region_mask(image: Mapping[str, Any]) -> np.ndarray | None:
     if not xs or not ys:
         return None
     if len(xs) != len(ys):
-        raise ValueError(
+        raise AnnotationError(
             f"image {image.get('id')}: ignore_regions_x has {len(xs)} regions but "
             f"ignore_regions_y has {len(ys)}"
         )
-    polys = [[c for xy in zip(rx, ry) for c in xy] for rx, ry in zip(xs, ys)]
-    polys = [p for p in polys if len(p) >= 6]
-    if not polys:
-        return None
-    h, w = int(image["height"]), int(image["width"])
-    return mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(polys, h, w)))
+    try:
+        polys = [[float(c) for xy in zip(rx, ry) for c in xy] for rx, ry in zip(xs, ys)]
+        polys = [p for p in polys if len(p) >= 6]
+        if not polys:
+            return None
+        h, w = int(image["height"]), int(image["width"])
+        return mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(polys, h, w)))
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise AnnotationError(
+            f"image {image.get('id')!r:.20}: ignore_regions_x/_y must be lists of coordinate "
+            f"lists ({exc})"
+        ) from None
