@@ -237,7 +237,7 @@ def _changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
 
 def _run(args: argparse.Namespace) -> int:
     spec_overrides, train_options = split_overrides(args.overrides)
-    _early_checks(args, spec_overrides)  # before torch: errors in well under a second
+    _early_checks(args, spec_overrides)  # fails before torch is imported
 
     from fnl_detector.spec import load_spec
     from fnl_detector.train import distributed as dist_utils
