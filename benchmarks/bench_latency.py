@@ -1,36 +1,51 @@
-"""CPU/GPU latency of detector presets and of the inference speed-ups (prints JSON).
+"""CPU/GPU latency of detector presets and of each inference speed-up of the Predictor (JSON).
 
     uv run python benchmarks/bench_latency.py [--size 512] [--detections 5] [--runs 5]
-        [--threads 2] [--models densepose_rcnn_r50_fpn mobile_parsing_rcnn_b ...]
+        [--threads 2] [--models mobile_parsing_rcnn_b mobile_parsing_rcnn_b_test_tuned ...]
 
-For each model, four variants run alternately in this process on the same fixed image with
-exactly K detections (BatchNorm calibrated on the image, see fnl_detector.analysis):
+For each model, the variants below run alternately in this process on the same fixed uint8
+image with exactly K detections (BatchNorm calibrated on the image, see fnl_detector.analysis),
+each through :class:`fnl_detector.Predictor` (preprocessing included, ``torch.inference_mode``):
 
-* ``no_grad``: ``torch.no_grad()``, BatchNorm kept, NCHW;
-* ``inference_mode``: ``torch.inference_mode()`` instead;
-* ``+fold_bn``: BatchNorm folded into the preceding convs;
-* ``+channels_last``: and channels_last memory format.
+* ``plain``: the model as built (``Predictor(optimize=False)``, what ``fnl bench --plain`` times);
+* ``+parallel_ops``: torchvision's RoIAlign/NMS pieces side by side (bit-identical);
+* ``+channels_last``: and channels_last convolutions;
+* ``+fold_bn``: and BatchNorm folded into the convolutions = the default user path.
 
-``ratio`` is the speed-up over the model's ``no_grad`` variant; ``vs_first`` the speed-up of the
-model's fastest variant over the first model's fastest (ratios, not absolute times, compare
-across machines).
+``ratio`` is the speed-up over the model's ``plain`` variant. OMP_WAIT_POLICY is read when
+torch loads, so it cannot vary within one process: this script sets PASSIVE unless it is set
+(as the fnl commands do); run it with ``OMP_WAIT_POLICY=ACTIVE`` to compare.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
-import torch
+from fnl_detector.threads import prefer_passive_omp_wait
 
-from fnl_detector.analysis import benchmark_image, median, prepare_benchmark_model, time_models
+prefer_passive_omp_wait()
+
+import torch  # noqa: E402
+
+from fnl_detector.analysis import (  # noqa: E402
+    benchmark_image,
+    benchmark_overrides,
+    calibrate_batch_norm,
+    median,
+    time_models,
+)
+from fnl_detector.build import build_detector  # noqa: E402
+from fnl_detector.predictor import Predictor  # noqa: E402
+from fnl_detector.spec import load_spec  # noqa: E402
 
 VARIANTS = {
-    "no_grad": {"fold_bn": False, "channels_last": False, "mode": torch.no_grad},
-    "inference_mode": {"fold_bn": False, "channels_last": False, "mode": torch.inference_mode},
-    "+fold_bn": {"fold_bn": True, "channels_last": False, "mode": torch.inference_mode},
-    "+channels_last": {"fold_bn": True, "channels_last": True, "mode": torch.inference_mode},
+    "plain": {"optimize": False},
+    "+parallel_ops": {"optimize": False, "parallel_ops": True},
+    "+channels_last": {"optimize": True, "fold_bn": False},
+    "+fold_bn": {"optimize": True},
 }
 
 
@@ -39,11 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--models",
         nargs="+",
-        default=[
-            "densepose_rcnn_r50_fpn",
-            "mobile_parsing_rcnn_b",
-            "mobile_parsing_rcnn_b_test_tuned",
-        ],
+        default=["mobile_parsing_rcnn_b", "mobile_parsing_rcnn_b_test_tuned"],
     )
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--detections", type=int, default=5)
@@ -53,38 +64,34 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    image = benchmark_image(args.size)
+    image = benchmark_image(args.size).round().to(torch.uint8)
+    pixels = image.permute(1, 2, 0).numpy()
     fns, labels = [], []
     for name in args.models:
-        for variant, opts in VARIANTS.items():
+        for variant, options in VARIANTS.items():
             torch.manual_seed(0)
-            model = prepare_benchmark_model(
-                name,
-                image,
-                args.detections,
-                fold_bn=opts["fold_bn"],
-                channels_last=opts["channels_last"],
-            )
-
-            def fn(model=model, mode=opts["mode"]):
-                with mode():
-                    return model([image])
-
-            fns.append(fn)
+            spec = load_spec(name, benchmark_overrides(args.size, args.detections))
+            model = build_detector(spec).eval()
+            calibrate_batch_norm(model, [image.float()])
+            predictor = Predictor.from_model(model, copy_model=False, **options)
+            got = len(predictor(pixels)["boxes"])
+            if got != args.detections:
+                raise RuntimeError(f"{name} {variant}: {got} detections, not {args.detections}")
+            fns.append(lambda p=predictor: p(pixels))
             labels.append((name, variant))
     times = time_models(fns, runs=args.runs, warmup=args.warmup)
     med = {label: median(t) for label, t in zip(labels, times)}
-    best = {n: min(v for (m, _), v in med.items() if m == n) for n in args.models}
     rows = [
         {
             "model": name,
             "variant": variant,
             "median_ms": round(ms, 1),
-            "ratio": round(med[(name, "no_grad")] / ms, 3),
-            "vs_first": round(best[args.models[0]] / best[name], 2),
+            "ratio": round(med[(name, "plain")] / ms, 3),
             "threads": torch.get_num_threads(),
             "input_hw": list(image.shape[-2:]),
             "detections": args.detections,
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", ""),
+            "loadavg_1min": os.getloadavg()[0],
         }
         for (name, variant), ms in med.items()
     ]
