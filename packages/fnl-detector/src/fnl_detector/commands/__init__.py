@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -74,3 +75,8 @@ def check_spec_arguments(args: argparse.Namespace) -> None:
     specs = [getattr(args, "spec", None), *(getattr(args, "specs", None) or [])]
     for spec in filter(None, specs):
         load_spec_early(spec, getattr(args, "overrides", []))
+
+
+def progress(command: str, message: str) -> None:
+    """One progress line on stderr (stdout stays for results such as JSON reports)."""
+    print(f"fnl {command}: {message}", file=sys.stderr, flush=True)
