@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from fnl_core.command import Command
-from fnl_detector.commands import add_overrides_argument, check_spec_arguments
+from fnl_detector.commands import add_overrides_argument, check_spec_arguments, progress
 from fnl_detector.commands._weights import add_model_arguments
 
 
@@ -203,6 +203,8 @@ def _run(args: argparse.Namespace) -> int:
     from fnl_detector.commands._weights import resolve_model
 
     resolved = resolve_model(args, require_weights=False)
+    checking = "" if args.no_verify else " and checking them against PyTorch"
+    progress("export", f"writing the ONNX graphs{checking}...")
     result = run_export(
         resolved.spec,
         args.out,
