@@ -14,7 +14,11 @@ from importlib.metadata import PackageNotFoundError, version
 
 from fnl_core import registry
 from fnl_core.command import Command
+from fnl_core.errors import FnLError
 from fnl_core.groups import COMMANDS
+
+#: Exit status after Ctrl-C (128 + SIGINT), as shells report it.
+EXIT_INTERRUPTED = 130
 
 FNL_PACKAGES = (
     "fnl-core",
@@ -91,8 +95,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args._run(args) or 0)
     except ValidationError as exc:
         print(f"fnl {args.command}: invalid spec:\n{format_validation_error(exc)}", file=sys.stderr)
-    except (CliError, registry.RegistryError, FileNotFoundError, ValueError) as exc:
+    except (CliError, registry.RegistryError, FnLError, FileNotFoundError, ValueError) as exc:
         print(f"fnl {args.command}: error: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:  # commands that save partial work catch it themselves first
+        print(f"fnl {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     return 2
 
 

@@ -116,6 +116,7 @@ def _run(args: argparse.Namespace) -> int:
         spec=spec,
         eval_set=val_set,
         surface="toy",
+        overwrite=True,  # a demo folder holds the last demo: running it again replaces it
         progress=not args.no_progress,
     )
     summary = trainer.train()
