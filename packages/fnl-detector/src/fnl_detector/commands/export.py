@@ -247,11 +247,14 @@ def _print_verification(ver: dict[str, Any]) -> None:
         print(f"    note: {ver['forced_detections']}")
     for row in ver["images"]:
         h, w = row["image_hw"]
-        diffs = ", ".join(f"{k} {v:.1e}" for k, v in row.get("max_diff", {}).items())
+        diffs = ", ".join(f"{k} {v:.1e}" for k, v in row["max_diff"].items())
+        how = "same" if row["same"] else f"{row['matched']} matched"
         print(
-            f"    {h}x{w}: {row['onnx_detections']}/{row['detections']} detections"
-            + (f"; max diff {diffs}" if diffs else "; different detections")
+            f"    {h}x{w}: {row['onnx_detections']}/{row['detections']} detections ({how}); "
+            f"max diff {diffs}"
         )
+        if row["unmatched_scores"]:
+            print(f"      unmatched (near-ties at the cut): scores {row['unmatched_scores']}")
     if ver["detections"] == 0:
         print("    no detections at all: the check proves nothing about the detection branches")
 
