@@ -171,4 +171,4 @@ def test_missing_spec_is_a_one_line_error(tiny_components, tmp_path, capsys):
     Image.fromarray(_picture()).save(tmp_path / "x.png")
     assert _predict(str(tmp_path / "x.png"), "--weights", str(bare), "--out", "o") == 2
     err = capsys.readouterr().err.strip()
-    assert "\n" not in err and "no spec given" in err
+    assert "\n" not in err and "no --spec given" in err

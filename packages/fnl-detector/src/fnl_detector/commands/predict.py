@@ -32,6 +32,7 @@ from typing import Any
 from fnl_core.command import Command
 from fnl_core.imaging import IMAGE_SUFFIXES
 from fnl_detector.commands import add_overrides_argument, check_spec_arguments
+from fnl_detector.commands._weights import add_model_arguments
 
 #: File name endings treated as videos (same list as fnl_detector.video, kept torch-free here).
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv")
@@ -170,16 +171,12 @@ class _Item:
 
 def _configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", metavar="IMAGE_VIDEO_OR_DIR")
+    add_model_arguments(parser, weights=False)
     parser.add_argument(
         "--weights",
-        required=True,
+        metavar="PATH",
         help="model.safetensors, a reference .pth/.pkl checkpoint (converted on load), or the "
         "int8 folder (or its model_int8.pt) written by fnl quantize",
-    )
-    parser.add_argument(
-        "--spec",
-        help="spec file or preset (default: spec.json next to the weights or of their run, "
-        "else the spec stored in the safetensors metadata)",
     )
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument(
@@ -216,12 +213,13 @@ def _run(args: argparse.Namespace) -> int:
     from fnl_detector.threads import prefer_passive_omp_wait
 
     prefer_passive_omp_wait()
-    from fnl_detector.predictor import Predictor
+    from fnl_detector.predictor import Predictor, int8_directory
 
     files = collect_inputs(args.inputs)
+    spec, weights = _model_source(args, int8_directory)
     predictor = Predictor(
-        args.spec,
-        args.weights,
+        spec,
+        weights,
         overrides=args.overrides,
         device=args.device,
         threads=args.threads,
@@ -261,6 +259,17 @@ def _run(args: argparse.Namespace) -> int:
         )
         return 1
     return 0
+
+
+def _model_source(args: argparse.Namespace, int8_directory: Any) -> tuple[Any, Any]:
+    """(spec, weights) from ``--model`` / ``--weights`` / ``--spec``; an int8 folder of ``fnl
+    quantize`` without ``--spec`` brings its own ``spec.json``."""
+    from fnl_detector.commands._weights import resolve_model
+
+    if args.weights and not args.model and not args.spec and int8_directory(args.weights):
+        return None, Path(args.weights)
+    resolved = resolve_model(args, progress=not args.no_progress)
+    return resolved.spec, resolved.weights
 
 
 class _PredictRun:
