@@ -48,6 +48,16 @@ def test_train_without_fnl_eval_fails_before_step_one(hide_distributions, capsys
     assert not out.exists()
 
 
+def test_train_without_its_dataset_fails_before_step_one(hide_distributions, capsys, tmp_path):
+    hide_distributions("fnl-data")
+    out = tmp_path / "run"
+    argv = ["train", "mobile_parsing_rcnn_b", "--data", "toy", "--out", str(out), "--iters", "2"]
+    err = _one_line_error(capsys, argv)
+    assert "unknown fnl.datasets component 'toy'" in err
+    assert "come with the fnl-data package" in err
+    assert not out.exists()
+
+
 def test_quantize_without_fnl_quant(hide_distributions, capsys, tmp_path, monkeypatch):
     argv = [
         "quantize",
