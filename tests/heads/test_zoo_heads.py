@@ -168,3 +168,11 @@ def test_chart_loss_with_uv_confidence_trains_the_confidences():
         make_loss(uv_confidence="indep_aniso")(
             {k: v for k, v in outputs.items() if k != "kappa_u"}, targets
         )
+
+
+def test_chart_loss_refuses_cse_outputs_with_a_clear_error():
+    from test_losses import make_loss, random_targets
+
+    outputs = {"coarse_segm": torch.zeros(2, 2, 16, 16), "embedding": torch.zeros(2, 16, 16, 16)}
+    with pytest.raises(KeyError, match="CSE models for inference only"):
+        make_loss()(outputs, random_targets([3, 2], seed=0))

@@ -253,6 +253,11 @@ class ChartDensePoseLoss(nn.Module):
         )
 
     def _check_outputs(self, outputs: dict[str, Tensor]) -> None:
+        if "embedding" in outputs and "fine_segm" not in outputs:
+            raise KeyError(
+                "DensePose chart loss: the predictor gives CSE embeddings, not charts; FnL runs "
+                "CSE models for inference only (no CSE training loss)"
+            )
         missing = [
             k for k in (*OUTPUT_KEYS, *UV_CONFIDENCE_KEYS[self.uv_confidence]) if k not in outputs
         ]
