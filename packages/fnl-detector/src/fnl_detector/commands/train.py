@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -185,8 +186,8 @@ def _early_checks(args: argparse.Namespace, spec_overrides: list[str]) -> None:
         if not (out / "checkpoints").is_dir():
             raise CliError(f"--resume: {out} holds no run to resume (no checkpoints/ folder)")
         return
-    found = existing_run_files(out)
-    if found and not args.overwrite:
+    found = existing_run_files(out) if os.environ.get("RANK", "0") == "0" else []
+    if found and not args.overwrite:  # only rank 0 checks: it writes the run files
         raise CliError(
             f"--out {out} already holds a run ({', '.join(found)}); continue it with --resume, "
             "pick a new --out, or replace it with --overwrite"

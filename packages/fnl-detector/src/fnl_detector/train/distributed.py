@@ -67,6 +67,15 @@ def all_finite(value: torch.Tensor) -> bool:
     return bool(flag.item())
 
 
+def any_true(flag: bool, device: torch.device) -> bool:
+    """True when ``flag`` is set on any process (so that all stop at the same step)."""
+    if not dist.is_initialized():
+        return flag
+    t = torch.tensor([int(flag)], dtype=torch.int32, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
 def reduce_mean(values: dict[str, float], device: torch.device) -> dict[str, float]:
     """Average scalar logs over processes (for logging only)."""
     if not dist.is_initialized() or not values:

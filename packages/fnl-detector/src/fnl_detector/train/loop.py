@@ -307,6 +307,11 @@ class Trainer:
             return self.checkpoints.save(self.model, state, iteration)
         return None
 
+    def _stop_requested(self) -> bool:
+        """Ctrl-C seen by this process or (under DDP) by any: every process stops at the same
+        step, so the checkpoint's collectives line up."""
+        return dist_utils.any_true(self.stop.set, self.device)
+
     def _interrupt(self, iteration: int, writer: MetricsWriter) -> TrainingInterrupted:
         """Checkpoint ``iteration`` (the steps done so far) and build the exception to raise."""
         folder = self.save_checkpoint(iteration)
@@ -355,7 +360,7 @@ class Trainer:
             t_window = time.perf_counter()
         try:
             while it < self.config.iters and (stop_at is None or it < stop_at):
-                if self.stop.set:
+                if self._stop_requested():
                     raise self._interrupt(it, writer)
                 t0 = time.perf_counter()
                 images, targets = next(data_iter)
@@ -396,7 +401,7 @@ class Trainer:
         finally:
             if bar is not None:
                 bar.close()
-        if self.stop.set:
+        if self._stop_requested():
             raise self._interrupt(it, writer)
         self.save_checkpoint(it)
         if it < self.config.iters:
@@ -412,7 +417,7 @@ class Trainer:
             save_weights(self.model, self.run_dir / FINAL_WEIGHTS, {"iteration": str(it)})
         final = self._evaluate(it, writer) if self.eval_set is not None else None
         writer.close()
-        if self.stop.set:  # during the final evaluation: weights and checkpoint are written
+        if self._stop_requested():  # in the final evaluation: weights and checkpoint are written
             raise TrainingInterrupted(it, self.checkpoints.last() if self.is_main else None)
         if self.is_main:
             plot_loss_curve(writer.path, self.run_dir / CURVE_FILE)
