@@ -3,6 +3,7 @@
 * ``tests``      the whole workspace's default test run (what CI runs through `uv run pytest`)
 * ``isolated``   each package alone in a fresh venv with only its declared dependencies,
                  running that package's own tests (proves its dependency list is complete)
+* ``runtime``    fnl-core + fnl-runtime in a fresh venv, torch not importable, runtime tests
 * ``plugin``     installs the example third-party plugin (a backbone and a preset) next to the
                  published packages and checks both, before and after
 * ``optional``   without fnl-quant, fnl-eval and onnx(runtime): one-line errors naming the extra
@@ -18,14 +19,17 @@ from pathlib import Path
 import nox
 
 nox.options.default_venv_backend = "uv"
-nox.options.sessions = ["tests", "isolated", "plugin", "lint"]
+nox.options.sessions = ["tests", "isolated", "runtime", "plugin", "lint"]
 
 ROOT = Path(__file__).parent
-PACKAGES = ["core", "backbones", "necks", "heads", "data", "detector", "quant", "eval"]
+PACKAGES = ["core", "backbones", "necks", "heads", "data", "detector", "quant", "eval", "runtime"]
 TEST_TOOLS = ["pytest>=8,<10", "pyyaml>=6,<7"]
 EXTRA_TOOLS = ["onnx>=1.16,<2", "onnxruntime>=1.18,<2", "matplotlib>=3.8,<4"]
 # Test-only needs of a package's own tests (never of the package itself).
-TEST_EXTRAS = {"heads": ["numpy>=1.26,<3"]}  # the slow per-point loss reference uses numpy
+TEST_EXTRAS = {
+    "heads": ["numpy>=1.26,<3"],  # the slow per-point loss reference uses numpy
+    "runtime": ["onnx>=1.16,<2"],  # builds the stand-in export graph (no torch)
+}
 
 
 def _all_packages() -> list[str]:
@@ -48,6 +52,27 @@ def isolated(session: nox.Session, package: str) -> None:
     if not any(tests_dir.glob("test_*.py")):
         session.error(f"tests/{package} has no tests")
     session.run("pytest", str(tests_dir), "-p", "no:cacheprovider", *session.posargs)
+
+
+@nox.session
+def runtime(session: nox.Session) -> None:
+    """fnl-core + fnl-runtime alone (no torch importable), running fnl-runtime's tests."""
+    session.install(
+        str(ROOT / "packages" / "fnl-core"),
+        f"{ROOT / 'packages' / 'fnl-runtime'}[video]",
+        *TEST_TOOLS,
+        *TEST_EXTRAS["runtime"],
+    )
+    session.run(
+        "python",
+        "-c",
+        "import importlib.util as u, sys; "
+        "sys.exit('torch is importable' if u.find_spec('torch') else 0)",
+    )
+    session.run("fnl", "run", "--help", silent=True)
+    session.run(
+        "pytest", str(ROOT / "tests" / "runtime"), "-p", "no:cacheprovider", *session.posargs
+    )
 
 
 @nox.session
