@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import stat
+import threading
 
 import pytest
 import torch
@@ -163,3 +164,27 @@ def test_thread_count_is_recorded_and_reused_on_resume(tmp_path):
     torch.set_num_threads(2)
     _trainer(run, resume=True)  # the config given has no thread count: the run's is used
     assert torch.get_num_threads() == 1
+
+
+def test_ctrl_c_during_evaluation_abandons_it_at_once(tmp_path, monkeypatch):
+    import time
+
+    import fnl_detector.train.evaluate as evaluate
+
+    def slow_scoring(*args, **kwargs):
+        threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT)).start()
+        time.sleep(30)  # scoring that never checks a flag: Ctrl-C must cut it short
+        raise AssertionError("not interrupted")
+
+    monkeypatch.setattr(evaluate, "evaluate_model", slow_scoring)
+    monkeypatch.setattr(evaluate, "build_evaluator", lambda surface: object())
+    trainer = Trainer(
+        _config(eval_period=3), FakeDataset(), tmp_path / "run", model=_fake(),
+        eval_set=FakeDataset(n=2), progress=False,
+    )  # fmt: skip
+    start = time.perf_counter()
+    with pytest.raises(TrainingInterrupted) as info:
+        trainer.train()
+    assert time.perf_counter() - start < 20
+    assert info.value.iteration == 3
+    assert CheckpointDir(tmp_path / "run" / "checkpoints").last().name == "iter_0000003"

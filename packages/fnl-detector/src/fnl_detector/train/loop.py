@@ -77,14 +77,17 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 class _StopFlag:
     """Set by SIGINT while training runs (the loop checks it after every step); a second
-    Ctrl-C raises ``KeyboardInterrupt`` at once."""
+    Ctrl-C raises ``KeyboardInterrupt`` at once. While ``raise_now`` is on (evaluation, which
+    has nothing to save) the first Ctrl-C sets the flag and raises too."""
 
     def __init__(self) -> None:
         self.set = False
+        self.raise_now = False
         self._previous: Any = None
 
     def _handle(self, signum: int, frame: Any) -> None:
-        if self.set:
+        if self.set or self.raise_now:
+            self.set = True
             raise KeyboardInterrupt
         self.set = True
 
@@ -530,16 +533,24 @@ class Trainer:
             t0 = time.perf_counter()
             if self._evaluator is None:
                 self._evaluator = build_evaluator(self.surface)
-            metrics = evaluate_model(
-                self.model,
-                self.eval_set,
-                self.device,
-                self.surface,
-                self.run_dir / "eval",
-                max_images=self.config.eval_max_images,
-                evaluator=self._evaluator,
-                should_stop=lambda: self.stop.set,
-            )
+            self.stop.raise_now = True  # Ctrl-C abandons an evaluation at once
+            try:
+                metrics = evaluate_model(
+                    self.model,
+                    self.eval_set,
+                    self.device,
+                    self.surface,
+                    self.run_dir / "eval",
+                    max_images=self.config.eval_max_images,
+                    evaluator=self._evaluator,
+                    should_stop=lambda: self.stop.set,
+                )
+            except KeyboardInterrupt:
+                if not self.stop.set:  # not ours (no handler installed): pass it on
+                    raise
+                metrics = None
+            finally:
+                self.stop.raise_now = False
             if metrics is None:  # interrupted: the loop checkpoints and stops
                 dist_utils.barrier()
                 return None
