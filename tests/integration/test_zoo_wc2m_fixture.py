@@ -263,3 +263,31 @@ def test_results_json_carries_the_confidences(model, ref):
             dtype, cshape, craw = decode_array_bytes(entry["confidences"][key])
             got = np.frombuffer(craw, np.dtype(dtype).newbyteorder("<")).reshape(cshape)
             assert_close(f"json chart_{i}_{key}", got, ref[f"chart_{i}_{key}"])
+
+
+@pytest.mark.slow
+def test_fnl_predict_plain_reproduces_the_reference(ref, tmp_path):
+    """``fnl predict input.png --plain`` with the reference checkpoint: the same 5 detections,
+    chart labels identical except at the README's tie pixels, U/V within one grey level."""
+    from fnl_core.cli import main
+    from fnl_core.results import decode_iuv_bytes
+
+    out = tmp_path / "out"
+    args = ["predict", str(FIXTURE / "input.png"), "--weights", str(FIXTURE / "model_final.pth")]
+    args += ["--spec", "mobile_parsing_rcnn_b_wc2m", "--out", str(out), "--device", "cpu"]
+    args += ["--threads", "2", "--no-progress", "--min-score", "0", "--plain"]
+    assert main([*args, "--set", *MOBILE_OVERRIDES]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert len(results) == 5
+    boxes = np.array([r["bbox"] for r in results], dtype=np.float64)
+    boxes[:, 2:] += boxes[:, :2]
+    assert_close("fnl predict det_boxes", boxes, ref["det_boxes"])
+    assert_close("fnl predict det_scores", [r["score"] for r in results], ref["det_scores"])
+    for i, entry in enumerate(results):
+        shape, raw = decode_iuv_bytes(entry["densepose"])
+        iuv = np.frombuffer(raw, np.uint8).reshape(shape).astype(np.float64)
+        same = iuv[0] == ref[f"chart_{i}_labels"]
+        assert (same | tie_pixels(ref, i)).all(), f"fnl predict chart {i} labels"
+        for plane, key in ((1, "u"), (2, "v")):
+            expected = np.clip(255 * ref[f"chart_{i}_{key}"].astype(np.float64), 0, 255)
+            assert np.abs(iuv[plane] - expected)[same].max() <= 1.0, f"chart {i} {key}"
