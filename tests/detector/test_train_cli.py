@@ -151,3 +151,20 @@ def test_cpu_toy_recipe_ctrl_c_and_resume_with_the_saved_spec(
     assert "resuming" in out and '"iterations": 4' in out
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["iteration"] for r in lines if "total_loss" in r] == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["bench", "mobile_parsing_rcnn_b", "--runs", "0"], "--runs: expected an integer > 0"),
+        (["info", "mobile_parsing_rcnn_b", "--size", "-1"], "--size: expected an integer > 0"),
+        (["demo", "--minutes", "0"], "--minutes: expected a number > 0"),
+        (["quantize", "x", "--threads", "0", "--out", "q"], "--threads: expected an integer > 0"),
+        (["export", "x", "--opset", "-2", "--out", "e"], "--opset: expected an integer > 0"),
+    ],
+    ids=["bench", "info", "demo", "quantize", "export"],
+)
+def test_other_commands_reject_nonsense_numbers(capsys, args, expected):
+    with pytest.raises(SystemExit) as info:
+        fnl(args)
+    assert info.value.code == 2 and f"argument {expected}" in capsys.readouterr().err

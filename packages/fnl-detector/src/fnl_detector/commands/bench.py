@@ -9,7 +9,12 @@ import sys
 from typing import Any
 
 from fnl_core.command import Command
-from fnl_detector.commands import add_overrides_argument, check_spec_arguments
+from fnl_detector.commands import (
+    add_overrides_argument,
+    check_spec_arguments,
+    non_negative_int,
+    positive_int,
+)
 
 
 def _configure(parser: argparse.ArgumentParser) -> None:
@@ -26,13 +31,22 @@ def _configure(parser: argparse.ArgumentParser) -> None:
         "like every row (latency does not depend on the weights' values, so none are fetched)",
     )
     add_overrides_argument(parser, "override a field in every spec (repeatable)")
-    parser.add_argument("--size", type=int, default=512, help="shortest image side (default 512)")
     parser.add_argument(
-        "--detections", type=int, default=5, help="detections forced per image (default 5)"
+        "--size", type=positive_int, default=512, help="shortest image side (default 512)"
     )
-    parser.add_argument("--runs", type=int, default=10, help="timed runs per model (default 10)")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed runs per model (default 2)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument(
+        "--detections",
+        type=non_negative_int,
+        default=5,
+        help="detections forced per image (default 5)",
+    )
+    parser.add_argument(
+        "--runs", type=positive_int, default=10, help="timed runs per model (default 10)"
+    )
+    parser.add_argument(
+        "--warmup", type=non_negative_int, default=2, help="untimed runs per model (default 2)"
+    )
+    parser.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     parser.add_argument(
         "--plain",

@@ -15,16 +15,20 @@ from pathlib import Path
 from typing import Any
 
 from fnl_core.command import Command
+from fnl_detector.commands import non_negative_int, positive_float, positive_int
 
 
 def _configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--minutes", type=float, default=4.0, help="training time budget in minutes (default 4)"
+        "--minutes",
+        type=positive_float,
+        default=4.0,
+        help="training time budget in minutes (default 4)",
     )
     parser.add_argument("--out", default="fnl-demo", help="output folder (default ./fnl-demo)")
-    parser.add_argument("--train-images", type=int, default=300)
-    parser.add_argument("--val-images", type=int, default=30)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--train-images", type=positive_int, default=300)
+    parser.add_argument("--val-images", type=positive_int, default=30)
+    parser.add_argument("--seed", type=non_negative_int, default=0)
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu")
     parser.add_argument("--no-progress", action="store_true")
 

@@ -9,7 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from fnl_core.command import Command
-from fnl_detector.commands import add_overrides_argument, check_spec_arguments, progress
+from fnl_detector.commands import (
+    add_overrides_argument,
+    check_spec_arguments,
+    positive_int,
+    progress,
+)
 from fnl_detector.commands._weights import add_model_arguments
 
 
@@ -41,7 +46,9 @@ def _configure(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="short side images are resized to (default: the spec's input.min_size_test)",
     )
-    parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17, >= 16)")
+    parser.add_argument(
+        "--opset", type=positive_int, default=None, help="ONNX opset (default 17, >= 16)"
+    )
     parser.add_argument(
         "--int8", action="store_true", help="also write model.int8.onnx (static QDQ int8)"
     )

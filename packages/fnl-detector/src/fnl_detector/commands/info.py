@@ -7,7 +7,12 @@ import json
 from typing import Any
 
 from fnl_core.command import Command
-from fnl_detector.commands import add_overrides_argument, check_spec_arguments
+from fnl_detector.commands import (
+    add_overrides_argument,
+    check_spec_arguments,
+    non_negative_int,
+    positive_int,
+)
 
 
 def _configure(parser: argparse.ArgumentParser) -> None:
@@ -16,11 +21,14 @@ def _configure(parser: argparse.ArgumentParser) -> None:
         parser, "override a spec field, e.g. --set neck.out_channels=88 (repeatable)"
     )
     parser.add_argument(
-        "--size", type=int, default=512, help="shortest image side for GFLOPs (default 512)"
+        "--size",
+        type=positive_int,
+        default=512,
+        help="shortest image side for GFLOPs (default 512)",
     )
     parser.add_argument(
         "--detections",
-        type=int,
+        type=non_negative_int,
         default=10,
         help="detections forced through the DensePose head for GFLOPs (default 10)",
     )

@@ -14,7 +14,13 @@ import json
 from typing import Any
 
 from fnl_core.command import Command
-from fnl_detector.commands import add_overrides_argument, check_spec_arguments, progress
+from fnl_detector.commands import (
+    add_overrides_argument,
+    check_spec_arguments,
+    non_negative_int,
+    positive_int,
+    progress,
+)
 from fnl_detector.commands._weights import add_model_arguments
 
 
@@ -47,12 +53,14 @@ def _configure(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="dataset option, e.g. num_images='{\"train\": 16}' (repeatable)",
     )
-    parser.add_argument("--batch-size", type=int, default=2, help="QAT images per step")
-    parser.add_argument("--size", type=int, default=512, help="benchmark shortest side")
-    parser.add_argument("--detections", type=int, default=5, help="benchmark detections")
-    parser.add_argument("--runs", type=int, default=5, help="timed runs per model")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch-size", type=positive_int, default=2, help="QAT images per step")
+    parser.add_argument("--size", type=positive_int, default=512, help="benchmark shortest side")
+    parser.add_argument(
+        "--detections", type=non_negative_int, default=5, help="benchmark detections"
+    )
+    parser.add_argument("--runs", type=positive_int, default=5, help="timed runs per model")
+    parser.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads")
+    parser.add_argument("--seed", type=non_negative_int, default=0)
 
 
 def _quantizer_config(method: str, options: list[str]) -> Any:
