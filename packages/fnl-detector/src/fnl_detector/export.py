@@ -218,7 +218,7 @@ def _graph_module(model: DensePoseRCNN, densepose_outputs: Sequence[str]) -> Any
             proposals = self.proposals(features, size)
             boxes, scores, labels = self.detect(features, proposals, size)
             roi = self.model.roi_heads
-            x = pool(roi.densepose_pooler, features, boxes)
+            x = pool(roi.densepose_pooler, roi.densepose_features(features), boxes)
             dp = roi.densepose_predictor(roi.densepose_head(x))
             return (boxes, scores, labels, *(dp[k] for k in densepose_outputs))
 
