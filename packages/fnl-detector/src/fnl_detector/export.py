@@ -25,6 +25,7 @@ Nothing here imports torch at module level.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import platform
@@ -378,7 +379,8 @@ def export_onnx(
     shapes = {k: list(model.roi_heads.densepose_output_shapes.get(k, [])) for k in names}
     tmp = out / f".{MODEL_FILE}.tmp"
     with torch.no_grad():
-        _torch_export(_graph_module(model, names), torch.from_numpy(image), tmp, outputs, opset)
+        example = torch.from_numpy(image.copy())
+        _torch_export(_graph_module(model, names), example, tmp, outputs, opset)
     onnx.checker.check_model(str(tmp))
     os.replace(tmp, out / MODEL_FILE)
     manifest = build_manifest(model, opset, shapes)
@@ -613,6 +615,9 @@ def quantize_onnx(
 
     out = Path(out_path)
     tmp = out.with_name(f".{out.name}.tmp")
+    root = logging.getLogger()  # the quantiser advises "pre-processing" on the root logger
+    level = root.level
+    root.setLevel(logging.ERROR)
     with tempfile.TemporaryDirectory() as work:
         # The calibrator writes an augmented copy of the graph; keep it out of the export folder.
         augmented = Path(work) / "augmented.onnx"
@@ -633,6 +638,7 @@ def quantize_onnx(
                 "AugmentedModelPath": str(augmented),
             },
         )
+    root.setLevel(level)
     model = onnx.load(str(tmp))
     del model.graph.value_info[:]  # shapes the quantiser inferred; runtimes do not need them
     onnx.save(model, str(tmp))
