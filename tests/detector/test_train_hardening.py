@@ -12,7 +12,7 @@ import pytest
 import torch
 from train_fakes import FakeDataset, FakeDetector
 
-from fnl_detector.train.checkpoint import CheckpointDir, atomic_write_bytes
+from fnl_detector.train.checkpoint import CheckpointDir, CheckpointError, atomic_write_bytes
 from fnl_detector.train.config import TrainConfig
 from fnl_detector.train.evaluate import evaluate_model
 from fnl_detector.train.loop import RunExistsError, Trainer, TrainingInterrupted
@@ -188,3 +188,13 @@ def test_ctrl_c_during_evaluation_abandons_it_at_once(tmp_path, monkeypatch):
     assert time.perf_counter() - start < 20
     assert info.value.iteration == 3
     assert CheckpointDir(tmp_path / "run" / "checkpoints").last().name == "iter_0000003"
+
+
+def test_resume_with_another_model_shape_fails_in_one_line(tmp_path):
+    run = tmp_path / "run"
+    _trainer(run).train(stop_at=2)
+    other = _fake()
+    other.fc = torch.nn.Linear(8, 5)  # as if built from another spec
+    expected = r"2 tensor\(s\) of another shape, e.g. fc.weight \(4, 8\) in the file"
+    with pytest.raises(CheckpointError, match=expected):
+        _trainer(run, model=other, resume=True)

@@ -118,6 +118,15 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
 def load_weights(model: nn.Module, path: Path) -> None:
     """Load a safetensors file into ``model`` (all keys must match)."""
     state = read_weights(path)
+    own = model.state_dict()
+    wrong = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+    if wrong:
+        k = wrong[0]
+        raise CheckpointError(
+            f"weights file {path} does not fit the model: {len(wrong)} tensor(s) of another "
+            f"shape, e.g. {k} {tuple(state[k].shape)} in the file, {tuple(own[k].shape)} in the "
+            "model (was it trained with another spec?)"
+        )
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise CheckpointError(
