@@ -132,7 +132,10 @@ def test_cpu_toy_recipe_ctrl_c_and_resume_with_the_saved_spec(
                 "train.num_threads=1", "train.log_period=1")  # fmt: skip
     captured = capsys.readouterr()
     assert rc == EXIT_INTERRUPTED
-    assert "fnl train: recipe cpu-toy (chosen for toy data on a CPU)" in captured.out
+    assert (
+        "fnl train: recipe cpu-toy (chosen for toy data on a CPU): from scratch, trainable BN, "
+        "128 px, batch 2, lr 0.02, 4 steps; --recipe paper" in captured.out
+    )
     assert "interrupted at iteration 2; checkpoint" in captured.err
     assert (run / "checkpoints" / "iter_0000002").is_dir()
     spec = json.loads((run / "spec.json").read_text())
