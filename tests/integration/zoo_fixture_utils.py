@@ -37,8 +37,11 @@ def load_outputs(folder: Path) -> dict[str, np.ndarray]:
 
 def assert_close(name: str, got, ref, rtol: float = RTOL) -> float:
     """|got - ref| <= rtol * max|ref| elementwise; returns the relative deviation."""
-    got = torch.as_tensor(got).detach().to(torch.float64)
-    ref = torch.as_tensor(np.asarray(ref, dtype=np.float64))
+    if isinstance(got, torch.Tensor):
+        got = got.detach().to(torch.float64)
+    else:
+        got = torch.from_numpy(np.array(got, dtype=np.float64))
+    ref = torch.from_numpy(np.array(ref, dtype=np.float64))
     assert tuple(got.shape) == tuple(ref.shape), f"{name}: shape {tuple(got.shape)} != {ref.shape}"
     if not ref.numel():
         return 0.0
