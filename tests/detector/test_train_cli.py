@@ -171,3 +171,30 @@ def test_other_commands_reject_nonsense_numbers(capsys, args, expected):
     with pytest.raises(SystemExit) as info:
         fnl(args)
     assert info.value.code == 2 and f"argument {expected}" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_ctrl_c_from_outside_checkpoints_and_exits_130(tmp_path, toy_options):
+    """A real SIGINT sent to a running ``fnl train`` process (as a terminal's Ctrl-C)."""
+    import time
+
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "fnl_core.cli", "train", "mobile_parsing_rcnn_b", "--data", "toy",
+           "--out", str(run), "--no-progress", "--iters", "500", "--val-split", "", *toy_options,
+           "--set", *TINY, "train.log_period=1", "train.num_threads=1"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = run / "metrics.jsonl"
+    deadline = time.monotonic() + 240
+    while not (metrics.is_file() and len(metrics.read_text().splitlines()) >= 3):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    sent = time.monotonic()
+    line = proc.stderr.readline()
+    reaction = time.monotonic() - sent
+    proc.communicate(timeout=120)
+    assert proc.returncode == EXIT_INTERRUPTED
+    assert "interrupted at iteration" in line and "--resume" in line
+    step = int(line.split("iteration ")[1].split(";")[0])
+    assert step >= 3 and (run / "checkpoints" / f"iter_{step:07d}").is_dir()
+    assert reaction < 30, reaction
