@@ -285,3 +285,34 @@ def test_fixture_export_and_fnl_run_reproduce_fnl_predict(tmp_path):
         flipped, pixels = flipped + int((~same_label).sum()), pixels + same_label.size
         assert np.abs(ia[1:] - ib[1:])[:, same_label].max() <= 1
     assert flipped <= 1e-3 * pixels, (flipped, pixels)
+
+
+WC2M = _fixtures_root() / "fnl-mobile-b-wc2m-reference"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not (WC2M / "model_final.pth").is_file(),
+    reason=f"WC2M reference fixture not found at {WC2M} (set FNL_FIXTURES)",
+)
+def test_wc2m_export_carries_the_confidences(tmp_path):
+    """The confidence predictor's extra outputs become graph outputs (generic: whatever the
+    predictor returns), verified like the chart outputs, and reach fnl_runtime.Runtime."""
+    from fnl_core.cli import main
+    from fnl_runtime import Runtime
+
+    sets = [f"--set={s}" for s in REFERENCE_OVERRIDES]
+    weights, image = str(WC2M / "model_final.pth"), str(WC2M / "input.png")
+    rc = main(["export", "mobile_parsing_rcnn_b_wc2m", "--weights", weights, "--out",
+               str(tmp_path), "--verify-image", image, *sets])  # fmt: skip
+    assert rc == 0
+    manifest = json.loads((tmp_path / MANIFEST).read_text())
+    extra = [
+        k for k in manifest["densepose_outputs"] if k not in ("coarse_segm", "fine_segm", "u", "v")
+    ]
+    assert extra, manifest["densepose_outputs"]
+    row = manifest["verification"]["images"][0]
+    assert row["same"] and row["detections"] == 5, row
+    assert set(extra) <= set(row["max_diff"])
+    pred = Runtime(tmp_path)(WC2M / "input.png")
+    assert set(extra) <= set(pred["densepose"]) and len(pred["boxes"]) == 5

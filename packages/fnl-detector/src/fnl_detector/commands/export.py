@@ -210,8 +210,8 @@ def _run(args: argparse.Namespace) -> int:
     from fnl_detector.commands._weights import resolve_model
 
     resolved = resolve_model(args, require_weights=False)
-    checking = "" if args.no_verify else " and checking them against PyTorch"
-    progress("export", f"writing the ONNX graphs{checking}...")
+    checking = "" if args.no_verify else " and checking it against PyTorch"
+    progress("export", f"writing the ONNX graph{checking}...")
     result = run_export(
         resolved.spec,
         args.out,
