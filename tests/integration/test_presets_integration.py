@@ -73,11 +73,17 @@ def test_preset_inference_512_and_training_step(name):
     k = len(out["boxes"])
     assert 1 <= k <= 4
     s = spec.densepose.heatmap_size
-    assert out["densepose"]["fine_segm"].shape == (k, 25, s, s)
     assert (out["boxes"][:, 2] <= 640).all() and (out["boxes"][:, 3] <= 512).all()
+    if "embedding" in out["densepose"]:  # CSE models: inference only (no CSE training loss)
+        assert out["densepose"]["embedding"].shape[:1] == (k,)
+        assert out["densepose"]["embedding"].shape[-2:] == (s, s)
+        return
+    assert out["densepose"]["fine_segm"].shape == (k, 25, s, s)
     model.train()
     losses = model(images, targets)
-    assert len(losses) == 8 and all(torch.isfinite(v) for v in losses.values())
+    # models with UV confidences have one loss_densepose_UV instead of loss_densepose_U and _V
+    assert len(losses) == (7 if "loss_densepose_UV" in losses else 8)
+    assert all(torch.isfinite(v) for v in losses.values())
     sum(losses.values()).backward()
 
 
