@@ -119,7 +119,7 @@ def load_weights(model: nn.Module, path: Path) -> None:
     """Load a safetensors file into ``model`` (all keys must match)."""
     state = read_weights(path)
     own = model.state_dict()
-    wrong = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+    wrong = [k for k, v in own.items() if k in state and state[k].shape != v.shape]
     if wrong:
         k = wrong[0]
         raise CheckpointError(
