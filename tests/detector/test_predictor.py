@@ -191,3 +191,21 @@ def test_from_model_optimize_copies(tiny_components):
     predictor = Predictor.from_model(model, optimize=True)
     assert predictor.model is not model and predictor.optimizations["fold_bn"] == 1
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+
+
+def test_bench_plain_times_the_unoptimised_model(tiny_components, tmp_path):
+    from fnl_detector.commands.bench import run_benchmark
+
+    spec_file = tmp_path / "tiny.json"
+    spec_file.write_text(json.dumps(tiny_spec()))
+    common = {"size": 96, "detections": 3, "runs": 1, "warmup": 0, "device": "cpu"}
+    common["overrides"] = ["rpn.post_nms_top_n_test=60"]
+    (plain,) = run_benchmark([str(spec_file)], plain=True, **common)
+    (user,) = run_benchmark([str(spec_file)], **common)
+    assert plain["plain"] and plain["optimizations"] == {
+        "fold_bn": 0,
+        "channels_last": False,
+        "parallel_ops": False,
+    }
+    assert not user["plain"] and user["optimizations"]["fold_bn"] == 1
+    assert user["optimizations"]["channels_last"] and user["detections"] == 3
