@@ -148,8 +148,12 @@ def test_cpu_toy_recipe_ctrl_c_and_resume_with_the_saved_spec(
     err = capsys.readouterr().err
     assert rc == 2 and "densepose.predictor.coarse_channels" in err and "spec.json" in err
 
+    # the schedule belongs to the run: another length is refused, the same one is fine
+    rc = _train(run, toy_options, "--resume", "--iters", "9")
+    assert rc == 2 and "--iters 9 cannot change it" in capsys.readouterr().err
+
     # no --set needed: spec and trainer options come from the run folder
-    assert _train(run, toy_options, "--resume") == 0
+    assert _train(run, toy_options, "--resume", "--iters", "4") == 0
     out = capsys.readouterr().out
     assert "resuming" in out and '"iterations": 4' in out
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]

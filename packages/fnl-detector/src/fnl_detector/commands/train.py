@@ -218,11 +218,18 @@ def resumed_spec(run_dir: Path, spec_overrides: list[str]) -> Any:
 
 def resumed_config(run_dir: Path, given: dict[str, Any]) -> Any:
     """The trainer options saved in ``run_dir`` updated with what was given now."""
+    from fnl_core.cli import CliError
     from fnl_detector.train.config import TrainConfig
     from fnl_detector.train.rundir import CONFIG_FILE
 
     path = run_dir / CONFIG_FILE
     saved = TrainConfig.model_validate_json(path.read_text()) if path.is_file() else TrainConfig()
+    for key, flag in (("iters", "--iters"), ("max_minutes", "--minutes")):
+        if key in given and given[key] != getattr(saved, key):
+            raise CliError(
+                f"--resume continues the run's schedule ({key}={getattr(saved, key)} in {path}); "
+                f"{flag} {given[key]} cannot change it: resume without {flag}, or start a new run"
+            )
     return TrainConfig.model_validate({**saved.model_dump(), **given})
 
 
