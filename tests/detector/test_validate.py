@@ -65,3 +65,10 @@ def test_spec_typos_fail_before_torch_is_imported(tmp_path, args):
     assert rc == 2, err
     assert "backbone.nrom: Extra inputs are not permitted" in err
     assert imported == [], f"imported {imported} before reporting the spec error"
+
+
+def test_info_reports_progress_on_stderr_and_keeps_stdout_json(capsys):
+    assert fnl(["info", "mobile_parsing_rcnn_b", "--json", "--no-flops"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["params"]["total"] > 0
+    assert captured.err.startswith("fnl info: building mobile_parsing_rcnn_b...")

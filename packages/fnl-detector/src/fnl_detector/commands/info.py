@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from typing import Any
 
 from fnl_core.command import Command
@@ -12,6 +13,7 @@ from fnl_detector.commands import (
     check_spec_arguments,
     non_negative_int,
     positive_int,
+    progress,
 )
 
 
@@ -37,9 +39,15 @@ def _configure(parser: argparse.ArgumentParser) -> None:
 
 
 def collect_info(
-    spec: Any, overrides: list[str], size: int, detections: int, flops: bool = True
+    spec: Any,
+    overrides: list[str],
+    size: int,
+    detections: int,
+    flops: bool = True,
+    say: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Everything ``fnl info`` reports, as JSON-ready data."""
+    """Everything ``fnl info`` reports, as JSON-ready data; ``say`` gets progress lines."""
+    say = say or (lambda message: None)
     import torch
 
     from fnl_detector.analysis import (
@@ -55,6 +63,7 @@ def collect_info(
 
     torch.manual_seed(0)
     loaded = load_spec(spec, overrides)
+    say(f"building {spec}...")
     model = build_detector(loaded)
     params = parameter_counts(model)
     info: dict[str, Any] = {
@@ -66,6 +75,7 @@ def collect_info(
         "size_divisibility": model.transform.size_divisibility,
     }
     if flops:
+        say(f"counting GFLOPs at {size} px with {detections} detections (--no-flops skips it)...")
         image = benchmark_image(size)
         bench = prepare_benchmark_model(loaded, image, detections, fold_bn=False)
         info["gflops"] = round(count_flops(bench, [image]) / 1e9, 3)
@@ -95,7 +105,14 @@ def _print_table(info: dict[str, Any]) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     check_spec_arguments(args)  # a spec typo fails before torch is imported
-    info = collect_info(args.spec, args.overrides, args.size, args.detections, not args.no_flops)
+    info = collect_info(
+        args.spec,
+        args.overrides,
+        args.size,
+        args.detections,
+        not args.no_flops,
+        say=lambda message: progress("info", message),
+    )
     if args.json:
         print(json.dumps(info, indent=2))
     else:
