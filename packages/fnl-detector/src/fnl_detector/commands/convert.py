@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from fnl_core.command import Command
-from fnl_detector.commands import add_overrides_argument, check_spec_arguments
+from fnl_detector.commands import add_overrides_argument, check_spec_arguments, progress
 
 _FORMATS = ("detectron2",)  # = fnl_detector.convert.SOURCE_FORMATS (kept light: no import)
 
@@ -39,6 +39,7 @@ def _run(args: argparse.Namespace) -> int:
         print(f"fnl convert: --out {args.out!r} must end with .safetensors", file=sys.stderr)
         return 2
     check_spec_arguments(args)  # a spec typo fails before torch is imported
+    progress("convert", f"reading {args.checkpoint} and building {args.spec}...")
     try:
         mapping = convert_checkpoint(
             args.checkpoint,
