@@ -381,6 +381,9 @@ def export_onnx(
     with torch.no_grad():
         example = torch.from_numpy(image.copy())
         _torch_export(_graph_module(model, names), example, tmp, outputs, opset)
+    graph = onnx.load(str(tmp))
+    if _inline_shared_initializers(graph.graph):
+        onnx.save(graph, str(tmp))
     onnx.checker.check_model(str(tmp))
     os.replace(tmp, out / MODEL_FILE)
     manifest = build_manifest(model, opset, shapes)
@@ -389,6 +392,24 @@ def export_onnx(
     path = out / MANIFEST
     write_json_atomic(path, manifest)
     return path
+
+
+def _inline_shared_initializers(graph: Any) -> int:
+    """Give every ``Identity(initializer)`` output its own copy of the initializer.
+
+    The exporter stores equal parameters once (e.g. the zero biases of untrained layers) and
+    reaches the copies through Identity nodes; onnxruntime's quantiser can only quantise a
+    convolution whose bias is an initializer, and otherwise leaves it float. Returns the
+    number of Identity nodes removed."""
+    from onnx import numpy_helper
+
+    initializers = {t.name: t for t in graph.initializer}
+    shared = [n for n in graph.node if n.op_type == "Identity" and n.input[0] in initializers]
+    for node in shared:
+        array = numpy_helper.to_array(initializers[node.input[0]])
+        graph.initializer.append(numpy_helper.from_array(array, node.output[0]))
+        graph.node.remove(node)
+    return len(shared)
 
 
 def _check_image(image: Any) -> np.ndarray:
