@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 from fnl_core.command import Command
-from fnl_core.imaging import IMAGE_SUFFIXES
 from fnl_detector.commands import add_overrides_argument, check_spec_arguments
 from fnl_detector.commands._weights import add_model_arguments
 
@@ -43,6 +42,8 @@ def collect_inputs(inputs: list[str]) -> list[Path]:
 
     Files named explicitly are kept whatever their ending (a bad one is reported when read).
     """
+    from fnl_core.imaging import IMAGE_SUFFIXES
+
     files: list[Path] = []
     for text in inputs:
         path = Path(text)
