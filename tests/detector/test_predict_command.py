@@ -13,7 +13,7 @@ from PIL import Image
 from fnl_core.cli import main
 from fnl_detector import build_detector
 from fnl_detector.analysis import calibrate_batch_norm
-from fnl_detector.commands.predict import output_names
+from fnl_core.prediction_writer import output_names
 from fnl_detector.convert import save_weights
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -75,31 +75,49 @@ class PredictionWriter:
         image: np.ndarray,
         boxes: np.ndarray,
         scores: np.ndarray,
-        charts: Sequence[np.ndarray],
+        charts: Sequence[np.ndarray] | None,
         *,
         frame: int | None = None,
         on_picture: Callable[[np.ndarray], Any] | None = None,
+        extras: Sequence[Mapping[str, Any]] | None = None,
+        picture: np.ndarray | None = None,
     ) -> int:
         """Write one image's (or video frame's) outputs; returns the number of detections
         above ``min_score``. ``boxes`` XYXY float32 in image pixels, ``charts`` per detection
-        uint8 (3, h, w) IUV; a frame's picture goes to ``on_picture`` instead of a file."""
+        uint8 (3, h, w) IUV; a frame's picture goes to ``on_picture`` instead of a file.
+
+        ``extras`` (per detection) are merged into the result entries (confidences, CSE vertex
+        maps); ``picture`` replaces the default drawing. Models without charts (CSE) pass
+        ``charts=None``: no IUV raster is written and the entries carry only ``extras``.
+        """
         from PIL import Image
 
         boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
         scores = np.asarray(scores, dtype=np.float32).reshape(-1)
-        keep = [k for k in range(len(charts)) if float(scores[k]) > self.min_score]
-        picture = draw_prediction(image, boxes, scores, list(charts), self.min_score)
+        keep = [k for k in range(len(scores)) if float(scores[k]) > self.min_score]
+        if picture is None:
+            if charts is None:
+                raise ValueError("a prediction without charts needs its picture")
+            picture = draw_prediction(image, boxes, scores, list(charts), self.min_score)
         if frame is None:
-            full = iuv_image(image.shape[:2], boxes[keep], [charts[k] for k in keep], scores[keep])
-            Image.fromarray(full).save(self.out_dir / f"{name}_iuv.png")
+            if charts is not None:
+                kept = [charts[k] for k in keep]
+                full = iuv_image(image.shape[:2], boxes[keep], kept, scores[keep])
+                Image.fromarray(full).save(self.out_dir / f"{name}_iuv.png")
             Image.fromarray(picture).save(self.out_dir / f"{name}_densepose.png")
         elif on_picture is not None:
             on_picture(np.ascontiguousarray(picture))
         image_id = self.images + 1
         detections = []
-        for k in range(len(charts)):
+        for k in range(len(scores)):
             x0, y0, x1, y1 = (float(v) for v in boxes[k])
-            entry = make_result(image_id, [x0, y0, x1 - x0, y1 - y0], float(scores[k]), charts[k])
+            box, score = [x0, y0, x1 - x0, y1 - y0], float(scores[k])
+            if charts is not None:
+                entry = make_result(image_id, box, score, charts[k])
+            else:
+                entry = {"image_id": image_id, "category_id": 1, "bbox": box, "score": score}
+            if extras is not None:
+                entry.update(extras[k])
             if frame is not None:
                 entry["frame"] = frame
             detections.append(entry)

@@ -22,8 +22,6 @@ with status 1 and a summary at the end.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,30 +70,6 @@ def collect_inputs(inputs: list[str]) -> list[Path]:
     return unique
 
 
-def output_names(files: list[Path]) -> dict[Path, str]:
-    """A distinct output name per file: its stem, with parent folder names prefixed (as many
-    as needed) where stems collide, and a counter as the last resort."""
-    names: dict[Path, str] = {}
-    parts = {f: Path(os.path.abspath(f)).with_suffix("").parts for f in files}
-    depth = {f: 1 for f in files}
-    while True:
-        proposed = {f: "_".join(parts[f][-depth[f] :]).lstrip("_/") for f in files}
-        clashes = [f for f in files if list(proposed.values()).count(proposed[f]) > 1]
-        growable = [f for f in clashes if depth[f] < len(parts[f])]
-        if not growable:
-            break
-        for f in growable:
-            depth[f] += 1
-    taken: set[str] = set()
-    for f in files:
-        name, k = proposed[f] or "image", 2
-        while name in taken:
-            name, k = f"{proposed[f]}-{k}", k + 1
-        taken.add(name)
-        names[f] = name
-    return names
-
-
 def score_fraction(text: str) -> float:
     """argparse type: a float in [0, 1]."""
     try:
@@ -116,48 +90,6 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
-
-
-class ResultsWriter:
-    """Results and image index written as they are produced.
-
-    Each image's detections and its index entry are appended (one write each, flushed) to
-    ``results.jsonl`` / ``images.jsonl``; :meth:`finish` writes ``results.json`` and
-    ``images.json`` (temporary file, then rename) from them.
-    """
-
-    def __init__(self, out_dir: Path) -> None:
-        self.out_dir = out_dir
-        self.results_lines = out_dir / "results.jsonl"
-        self.images_lines = out_dir / "images.jsonl"
-        self._results = self.results_lines.open("w", encoding="utf-8")
-        self._images = self.images_lines.open("w", encoding="utf-8")
-        self.images = 0
-        self.detections = 0
-
-    def add(self, image: dict[str, Any], detections: list[dict[str, Any]]) -> None:
-        if detections:
-            self._results.write("".join(json.dumps(d) + "\n" for d in detections))
-            self._results.flush()
-        self._images.write(json.dumps(image) + "\n")
-        self._images.flush()
-        self.images += 1
-        self.detections += len(detections)
-
-    def finish(self) -> None:
-        """Write the JSON files; the line files are removed once both are in place."""
-        self._results.close()
-        self._images.close()
-        for lines, target, indent in (
-            (self.results_lines, self.out_dir / "results.json", None),
-            (self.images_lines, self.out_dir / "images.json", 2),
-        ):
-            entries = [json.loads(line) for line in lines.read_text("utf-8").splitlines() if line]
-            tmp = target.with_name(target.name + ".tmp")
-            tmp.write_text(json.dumps(entries, indent=indent), encoding="utf-8")
-            os.replace(tmp, target)
-        self.results_lines.unlink()
-        self.images_lines.unlink()
 
 
 @dataclass
@@ -205,6 +137,14 @@ def _configure(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="run the model as built (no BN folding, channels_last or parallel RoI ops)",
     )
+    parser.add_argument(
+        "--show",
+        default="parts",
+        metavar="WHAT",
+        help="what the pictures show: parts (part colours and U/V lines, default) or one of the "
+        "model's confidences (sigma_2, kappa_u, kappa_v, fine_segm_confidence, "
+        "coarse_segm_confidence; 'sigma' = sigma_2); CSE models always show their vertices",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_overrides_argument(parser, "spec overrides, e.g. input.min_size_test=512")
 
@@ -226,6 +166,8 @@ def _run(args: argparse.Namespace) -> int:
         threads=args.threads,
         optimize=not args.plain,
     )
+    from fnl_core.prediction_writer import output_names
+
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     run = _PredictRun(predictor, args, out_dir, output_names(files))
@@ -283,7 +225,11 @@ class _PredictRun:
         self.args = args
         self.out_dir = out_dir
         self.names = names
-        self.writer = ResultsWriter(out_dir)
+        from fnl_core.prediction_writer import PredictionWriter
+
+        self.writer = PredictionWriter(out_dir, args.min_score)
+        self.embedder = getattr(getattr(predictor.model, "roi_heads", None), "embedder", None)
+        self.show = {"sigma": "sigma_2"}.get(args.show, args.show)
         self.pending: list[_Item] = []
         self.failures: list[str] = []
         self.next_id = 1
@@ -356,49 +302,66 @@ class _PredictRun:
             self._write(item, result)
 
     def _write(self, item: _Item, result: dict[str, Any]) -> None:
-        import numpy as np
-        from PIL import Image
-
-        from fnl_core.results import make_result
-        from fnl_core.visualize import draw_prediction
+        from fnl_detector.results import to_coco_results
 
         boxes = result["boxes"].numpy().reshape(-1, 4)
         scores = result["scores"].numpy()
-        charts = result["charts"]
+        entries = to_coco_results(0, result, embedder=self.embedder)
+        extras = [{k: v for k, v in e.items() if k in ("confidences", "cse")} for e in entries]
+        is_cse = "embedding" in result["densepose"]
+        kept = self.writer.add(
+            item.path,
+            item.name,
+            item.array,
+            boxes,
+            scores,
+            None if is_cse else result["charts"],
+            frame=item.frame,
+            on_picture=self._on_picture,
+            extras=extras,
+            picture=self._picture(item.array, result, boxes, scores, is_cse),
+        )
+        if item.frame is None:
+            print(f"{item.path}: {len(scores)} detections, {kept} above {self.args.min_score}")
+        elif self.args.iuv_frames and not is_cse:
+            from PIL import Image
+
+            frame_file = self.out_dir / f"{item.name}_iuv" / f"{item.frame:06d}.png"
+            Image.fromarray(result["iuv"]).save(frame_file)
+
+    def _picture(self, image: Any, result: dict[str, Any], boxes, scores, is_cse: bool) -> Any:
+        """The CSE vertex picture, a confidence picture (``--show``), or None (parts)."""
+        from fnl_core import visualize
+        from fnl_core.errors import InputError
+        from fnl_detector.postprocess import (
+            chart_confidences,
+            densepose_to_charts,
+            densepose_to_vertex_maps,
+        )
+
+        dp = result["densepose"]
         min_score = self.args.min_score
-        keep = [k for k in range(len(charts)) if float(scores[k]) > min_score]
-        picture = draw_prediction(item.array, boxes, scores, charts, min_score)
-        full = result["iuv"]
-        if item.frame is None:
-            Image.fromarray(full).save(self.out_dir / f"{item.name}_iuv.png")
-            Image.fromarray(picture).save(self.out_dir / f"{item.name}_densepose.png")
-        else:
-            self._on_picture(np.ascontiguousarray(picture))
-            if self.args.iuv_frames:
-                Image.fromarray(full).save(
-                    self.out_dir / f"{item.name}_iuv" / f"{item.frame:06d}.png"
-                )
-        image_id = self.next_id
-        self.next_id += 1
-        detections = []
-        for k in range(len(charts)):
-            x0, y0, x1, y1 = (float(v) for v in boxes[k])
-            entry = make_result(image_id, [x0, y0, x1 - x0, y1 - y0], float(scores[k]), charts[k])
-            if item.frame is not None:
-                entry["frame"] = item.frame
-            detections.append(entry)
-        entry = {
-            "id": image_id,
-            "file_name": str(item.path),
-            "height": int(item.array.shape[0]),
-            "width": int(item.array.shape[1]),
-            "detections": len(keep),
-        }
-        if item.frame is not None:
-            entry["frame"] = item.frame
-        self.writer.add(entry, detections)
-        if item.frame is None:
-            print(f"{item.path}: {len(charts)} detections, {len(keep)} above {min_score}")
+        if is_cse:
+            maps = densepose_to_vertex_maps(result["boxes"], dp, self.embedder)
+            vertices = [v.numpy() for v, _ in maps]
+            masks = [m.numpy() for _, m in maps]
+            count = getattr(self.embedder, "num_vertices", None)
+            return visualize.draw_vertices(
+                image, boxes, scores, vertices, masks, num_vertices=count, min_score=min_score
+            )
+        if self.show == "parts":
+            return None
+        charts = densepose_to_charts(result["boxes"], dp)
+        labels = [lab for lab, _ in charts]
+        confidences = chart_confidences(result["boxes"], dp, labels)
+        if len(scores) and self.show not in confidences[0]:
+            have = ", ".join(sorted(confidences[0])) or "none"
+            raise InputError(f"--show {self.args.show}: the model has no such output (has: {have})")
+        maps = [c[self.show].numpy() for c in confidences]
+        masks = None
+        if self.show in ("sigma_2", "kappa_u", "kappa_v"):
+            masks = [lab.numpy() > 0 for lab in labels]
+        return visualize.draw_confidence(image, boxes, scores, maps, masks, min_score=min_score)
 
     def _fail(self, path: Path, message: str) -> None:
         print(f"fnl predict: skipped: {message}", file=sys.stderr)
