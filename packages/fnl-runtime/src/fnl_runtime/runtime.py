@@ -97,8 +97,13 @@ class Runtime:
         *,
         int8: bool = False,
         threads: int | None = None,
+        spin: bool = False,
         providers: Sequence[str] = ("CPUExecutionProvider",),
     ) -> None:
+        """``threads``: onnxruntime intra-op threads (None: its default, one per core).
+        ``spin``: let idle pool threads busy-wait for work; off by default, because on a
+        machine whose cores are busy with other work spinning threads steal them (the
+        PyTorch commands set ``OMP_WAIT_POLICY=PASSIVE`` for the same reason)."""
         import onnxruntime as ort
 
         self.manifest, graph = load_manifest(model)
@@ -113,6 +118,7 @@ class Runtime:
         if threads:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
         self.session = ort.InferenceSession(str(graph), options, providers=list(providers))
         self.output_names = [o.name for o in self.session.get_outputs()]
         missing = [k for k in BOX_OUTPUTS if k not in self.output_names]
