@@ -119,7 +119,6 @@ def test_export_keeps_the_spec_test_size(tmp_path):
     assert manifest["spec"]["input"]["min_size_test"] == 96
 
 
-@pytest.mark.slow
 def test_zero_detections_and_the_forced_check(tmp_path):
     """Score threshold 1: no detection; the graph must return empty outputs, and the check,
     which would be vacuous, runs on a copy exported with threshold 0."""
@@ -137,7 +136,6 @@ def test_zero_detections_and_the_forced_check(tmp_path):
     assert pred["coarse_segm"].shape == (0, 15, 64, 64) and pred["v"].shape == (0, 25, 64, 64)
 
 
-@pytest.mark.slow
 def test_a_mismatch_fails_loudly(tmp_path, monkeypatch, capsys):
     import fnl_detector.export as export
 
