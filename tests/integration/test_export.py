@@ -116,6 +116,7 @@ def test_export_keeps_the_spec_test_size(tmp_path):
     assert rc == 0
     manifest = json.loads((tmp_path / MANIFEST).read_text())
     assert manifest["input"]["resize"]["min_size_test"] == 96
+    assert manifest["input"]["resize"]["spec_resize"] == "pil_bilinear_uint8"
     assert manifest["spec"]["input"]["min_size_test"] == 96
 
 

@@ -292,7 +292,8 @@ def _provenance(spec: dict[str, Any] | None) -> dict[str, Any] | None:
 def build_manifest(model: DensePoseRCNN, opset: int, outputs: dict[str, list]) -> dict[str, Any]:
     """What a runtime needs besides the graph, and what was exported (plain JSON data)."""
     t, roi = model.transform, model.roi_heads
-    spec = model.spec.to_dict() if getattr(model, "spec", None) is not None else None
+    spec_obj = getattr(model, "spec", None)
+    spec = spec_obj.to_dict() if spec_obj is not None else None
     return {
         "format": MANIFEST_FORMAT,
         "format_version": MANIFEST_VERSION,
@@ -306,6 +307,7 @@ def build_manifest(model: DensePoseRCNN, opset: int, outputs: dict[str, list]) -
                 "rule": RESIZE_RULE,
                 "min_size_test": t.min_size_test,
                 "max_size_test": t.max_size_test,
+                "spec_resize": getattr(getattr(spec_obj, "input", None), "resize", None),
             },
             "format": t.input_format,
             "pixel_mean": t.pixel_mean.flatten().tolist(),

@@ -236,6 +236,12 @@ def _run(args: argparse.Namespace) -> int:
         )
         for name, n in result["files_bytes"].items():
             print(f"  {name:<22}{n / 1e6:>8.2f} MB")
+        if size.get("spec_resize") == "interpolate":
+            print(
+                "  note: the spec resizes with input.resize=interpolate (float, in PyTorch); "
+                "runtimes resize with Pillow bilinear on uint8, so images that need resizing "
+                "give slightly different pixels than fnl predict"
+            )
         if ver is not None:
             _print_verification(ver)
     if ver is not None and not ver["ok"]:
