@@ -50,6 +50,13 @@ def test_to_original_frame_clips_in_float32():
     assert keep.tolist() == [True, False]
 
 
+def test_iuv_needs_chart_outputs(fake_export):
+    pred = Runtime(fake_export)(_photo(100, 150))
+    pred["densepose"] = {"embedding": np.zeros((1, 16, S, S), np.float32)}
+    with pytest.raises(InputError, match="no chart outputs"):
+        Runtime.iuv(pred)
+
+
 def test_resize_bilinear_is_torch_align_corners_false():
     x = np.array([[[0.0, 1.0]]], np.float32)
     np.testing.assert_allclose(resize_bilinear(x, (1, 4))[0, 0], [0.0, 0.25, 0.75, 1.0])

@@ -25,6 +25,7 @@ MANIFEST_FORMAT = "fnl-onnx-densepose"
 MANIFEST_VERSION = 2
 RESIZE_RULE = "shortest_edge_pil_bilinear_uint8"
 BOX_OUTPUTS = ("boxes", "scores", "labels")
+CHART_OUTPUTS = ("coarse_segm", "fine_segm", "u", "v")
 
 __all__ = ["Runtime", "load_manifest", "to_original_frame"]
 
@@ -159,6 +160,12 @@ class Runtime:
     @staticmethod
     def iuv(prediction: dict[str, Any]) -> list[np.ndarray]:
         """Per detection the uint8 (3, h, w) chart [I, 255 U, 255 V] at its integer box."""
+        missing = [k for k in CHART_OUTPUTS if k not in prediction["densepose"]]
+        if missing:
+            raise InputError(
+                f"the graph has no chart outputs {missing} (a CSE model?): fnl-runtime draws "
+                "and writes IUV charts only; use Runtime.predict for the raw outputs"
+            )
         if len(prediction["boxes"]) == 0:
             return []
         return densepose_to_iuv(prediction["boxes"], prediction["densepose"])
