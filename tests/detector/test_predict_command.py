@@ -11,9 +11,9 @@ from detector_standins import tiny_spec
 from PIL import Image
 
 from fnl_core.cli import main
+from fnl_core.prediction_writer import output_names
 from fnl_detector import build_detector
 from fnl_detector.analysis import calibrate_batch_norm
-from fnl_core.prediction_writer import output_names
 from fnl_detector.convert import save_weights
 
 

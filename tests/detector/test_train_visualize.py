@@ -9,7 +9,6 @@ import pytest
 from PIL import Image
 
 from fnl_core.structures import DensePoseAnnotation, ImageRecord, InstanceAnnotation
-from fnl_detector.train.metrics import _plot_with_pil, plot_loss_curve
 from fnl_core.visualize import (
     PART_COLORS,
     draw_ground_truth,
@@ -17,6 +16,7 @@ from fnl_core.visualize import (
     iuv_image,
     marching_squares,
 )
+from fnl_detector.train.metrics import _plot_with_pil, plot_loss_curve
 
 
 def _chart(h: int, w: int, part: int, u: int) -> np.ndarray:
