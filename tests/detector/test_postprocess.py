@@ -88,3 +88,33 @@ def test_results_json():
     assert np.array_equal(arr, densepose_to_iuv(boxes, outputs(1))[0])
     with pytest.raises(ValueError, match="uint8"):
         encode_iuv(np.zeros((3, 2, 2), np.float32))
+
+
+def test_numpy_chart_confidences_equal_the_torch_ones():
+    """fnl-runtime writes confidences with fnl_core.charts (numpy); fnl predict with torch."""
+    import numpy as np
+    import torch
+
+    from fnl_core import charts as np_charts
+    from fnl_detector import postprocess
+
+    g = torch.Generator().manual_seed(0)
+    boxes = torch.tensor([[3.2, 4.7, 40.9, 61.3], [10.0, 0.0, 22.5, 17.25]])
+    dp = {
+        "coarse_segm": torch.randn(2, 2, 8, 8, generator=g),
+        "fine_segm": torch.randn(2, 25, 8, 8, generator=g),
+        "u": torch.rand(2, 25, 8, 8, generator=g),
+        "v": torch.rand(2, 25, 8, 8, generator=g),
+        "sigma_2": torch.rand(2, 25, 8, 8, generator=g),
+        "fine_segm_confidence": torch.rand(2, 1, 8, 8, generator=g),
+    }
+    labels = [lab for lab, _ in postprocess.densepose_to_charts(boxes, dp)]
+    expected = postprocess.chart_confidences(boxes, dp, labels)
+    np_dp = {k: v.numpy() for k, v in dp.items()}
+    iuv = np_charts.densepose_to_iuv(boxes.numpy(), np_dp)
+    got = np_charts.chart_confidences(boxes.numpy(), np_dp, iuv)
+    assert [sorted(m) for m in got] == [sorted(m) for m in expected]
+    for mine, ref, lab, chart in zip(got, expected, labels, iuv, strict=True):
+        np.testing.assert_array_equal(chart[0], lab.numpy())
+        for key in ref:
+            np.testing.assert_allclose(mine[key], ref[key].numpy(), atol=1e-5)

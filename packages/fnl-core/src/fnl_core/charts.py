@@ -19,7 +19,13 @@ import numpy as np
 
 from fnl_core.visualize import detection_boxes_xywh
 
-__all__ = ["bilinear_taps", "densepose_to_iuv", "resize_bilinear"]
+__all__ = ["bilinear_taps", "chart_confidences", "densepose_to_iuv", "resize_bilinear"]
+
+#: Per-part confidences (25 channels): read at each pixel from its label's channel, 0 on
+#: background, like U and V.
+PART_CONFIDENCES = ("sigma_1", "sigma_2", "kappa_u", "kappa_v")
+#: Box-wide confidences (1 channel): resized over the whole box, background included.
+BOX_CONFIDENCES = ("fine_segm_confidence", "coarse_segm_confidence")
 
 
 def bilinear_taps(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -70,4 +76,31 @@ def densepose_to_iuv(boxes: np.ndarray, densepose: Mapping[str, np.ndarray]) -> 
         uv = np.stack([np.where(background, 0, uu), np.where(background, 0, vv)])
         quant = np.clip(uv * np.float32(255), 0, 255).astype(np.uint8)
         out.append(np.concatenate([labels[None].astype(np.uint8), quant]))
+    return out
+
+
+def chart_confidences(
+    boxes: np.ndarray, densepose: Mapping[str, np.ndarray], charts: list[np.ndarray]
+) -> list[dict[str, np.ndarray]]:
+    """Per detection, each confidence output resized to its chart (h x w float32), as
+    ``fnl_detector.postprocess.chart_confidences`` computes it with torch.
+
+    ``charts`` are the detections' IUV charts (:func:`densepose_to_iuv`: their labels pick the
+    channel of the per-part confidences, 0 on background); box-wide confidences cover the whole
+    box. Empty dicts for a model without confidences.
+    """
+    keys = [k for k in (*PART_CONFIDENCES, *BOX_CONFIDENCES) if k in densepose]
+    xywh = detection_boxes_xywh(boxes)
+    out: list[dict[str, np.ndarray]] = []
+    for n, ((_, _, w, h), chart) in enumerate(zip(xywh.tolist(), charts, strict=True)):
+        labels = chart[0].astype(np.int64)
+        maps: dict[str, np.ndarray] = {}
+        for key in keys:
+            full = resize_bilinear(np.asarray(densepose[key][n]), (h, w))
+            if key in BOX_CONFIDENCES:
+                maps[key] = full[0]
+            else:
+                part = np.take_along_axis(full, labels[None], 0)[0]
+                maps[key] = np.where(labels == 0, np.float32(0), part)
+        out.append(maps)
     return out

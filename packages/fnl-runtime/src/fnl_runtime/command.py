@@ -117,6 +117,7 @@ def run_video(runtime: Any, writer: Any, path: Path, name: str) -> int:
                     writer.add(
                         path, name, image, pred["boxes"], pred["scores"], charts,
                         frame=frames, on_picture=encode,
+                        extras=runtime.result_extras(pred, charts),
                     )  # fmt: skip
                     frames += 1
             except av.FFmpegError as exc:
@@ -152,7 +153,10 @@ def _run(args: argparse.Namespace) -> int:
                 image = read_image(path)
                 pred = runtime(image)
                 charts = runtime.iuv(pred)
-                kept = writer.add(path, names[path], image, pred["boxes"], pred["scores"], charts)
+                extras = runtime.result_extras(pred, charts)
+                kept = writer.add(
+                    path, names[path], image, pred["boxes"], pred["scores"], charts, extras=extras
+                )
             except InputError as exc:
                 print(f"fnl run: skipped: {exc}", file=sys.stderr)
                 failures.append(str(path))

@@ -158,6 +158,20 @@ class Runtime:
         }
 
     @staticmethod
+    def result_extras(prediction: dict[str, Any], charts: list[np.ndarray]) -> list[dict]:
+        """Per detection what the results JSON carries beyond the IUV chart: ``confidences``
+        (encoded arrays, as ``fnl predict`` writes them) when the graph outputs any."""
+        from fnl_core.charts import chart_confidences
+        from fnl_core.results import encode_array
+
+        if not charts:
+            return []
+        maps = chart_confidences(prediction["boxes"], prediction["densepose"], charts)
+        return [
+            {"confidences": {k: encode_array(v) for k, v in m.items()}} if m else {} for m in maps
+        ]
+
+    @staticmethod
     def iuv(prediction: dict[str, Any]) -> list[np.ndarray]:
         """Per detection the uint8 (3, h, w) chart [I, 255 U, 255 V] at its integer box."""
         missing = [k for k in CHART_OUTPUTS if k not in prediction["densepose"]]
