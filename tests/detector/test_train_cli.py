@@ -202,3 +202,39 @@ def test_ctrl_c_from_outside_checkpoints_and_exits_130(tmp_path, toy_options):
     step = int(line.split("iteration ")[1].split(";")[0])
     assert step >= 3 and (run / "checkpoints" / f"iter_{step:07d}").is_dir()
     assert reaction < 30, reaction
+
+
+def test_init_weights_starts_a_new_run_from_trained_weights(tmp_path, toy_options, capsys):
+    from safetensors.torch import load_file
+
+    first = tmp_path / "first"
+    common = ["--device", "cpu", "--set", *TINY, "train.num_threads=1"]
+    assert _train(first, toy_options, "--iters", "2", *common) == 0
+    trained = first / "model.safetensors"
+
+    # one step at a negligible LR: the run must stay at the weights it started from
+    second = tmp_path / "second"
+    rc = _train(second, toy_options, "--iters", "1", "--lr", "1e-9", "--init-weights",
+                str(trained), *common)  # fmt: skip
+    assert rc == 0 and f"starting from the weights in {trained}" in capsys.readouterr().out
+    fresh = tmp_path / "fresh"
+    assert _train(fresh, toy_options, "--iters", "1", "--lr", "1e-9", *common) == 0
+    start, end = load_file(trained), load_file(second / "model.safetensors")
+    scratch = load_file(fresh / "model.safetensors")
+    buffers = ("running_mean", "running_var", "num_batches_tracked")
+    learned = [
+        k
+        for k in start
+        if not k.endswith(buffers) and not torch.allclose(start[k].float(), scratch[k].float())
+    ]
+    assert learned, "the first run changed no weight"
+    for key in learned:
+        assert torch.allclose(end[key].float(), start[key].float(), atol=1e-4), key
+    counts = [k for k in start if k.endswith("num_batches_tracked")]
+    assert any(int(end[k]) == int(start[k]) + 1 for k in counts)  # BN counts carried on
+
+    # with --resume it is refused in one line; a missing file too
+    assert _train(second, toy_options, "--resume", "--init-weights", str(trained)) == 2
+    assert "--init-weights starts a new run" in capsys.readouterr().err
+    assert _train(tmp_path / "x", toy_options, "--init-weights", str(tmp_path / "no.pt")) == 2
+    assert "no such file" in capsys.readouterr().err

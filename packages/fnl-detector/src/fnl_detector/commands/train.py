@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from fnl_core.command import Command
+from fnl_core.errors import InputError
 from fnl_detector.commands import (
     add_overrides_argument,
     load_spec_early,
@@ -133,6 +134,20 @@ def recipe_line(recipe: str, choice: str, config: Any, spec: Any) -> str:
     return f"fnl train: recipe paper (the spec's own settings): {common}"
 
 
+def initial_model(spec: Any, weights: Path, seed: int, verbose: bool) -> Any:
+    """The spec's detector with ``weights`` loaded (strict: every tensor must fit)."""
+    from fnl_detector import build_detector
+    from fnl_detector.convert import load_weights
+    from fnl_detector.train.rng import seed_all
+
+    seed_all(seed)
+    model = build_detector(spec)
+    load_weights(model, weights)
+    if verbose:
+        print(f"fnl train: starting from the weights in {weights}")
+    return model
+
+
 def _configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("spec", help="spec file (.json/.yaml) or preset name")
     parser.add_argument(
@@ -158,6 +173,13 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     )
     run.add_argument(
         "--overwrite", action="store_true", help="delete the run already in --out and start anew"
+    )
+    parser.add_argument(
+        "--init-weights",
+        metavar="PATH",
+        help="start from these weights instead of the spec's initialisation (fine-tuning or a "
+        "longer schedule from a trained model): FnL .safetensors or a reference .pth/.pkl; the "
+        "optimizer, schedule and data order start fresh. Not with --resume",
     )
     parser.add_argument(
         "--eval-period", type=non_negative_int, help="evaluate every N iterations (0: at end)"
@@ -257,6 +279,11 @@ def _run(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     info = dist_utils.from_env()
+    if args.init_weights:
+        if args.resume:
+            raise InputError("--init-weights starts a new run; --resume continues one: pick one")
+        if not Path(args.init_weights).is_file():
+            raise InputError(f"--init-weights {args.init_weights}: no such file")
     if args.resume:
         spec = resumed_spec(out, spec_overrides)
         config = resumed_config(out, explicit_options(args, train_options))
@@ -287,10 +314,14 @@ def _run(args: argparse.Namespace) -> int:
         dist_utils.barrier()
     if eval_set is not None and source.surface is None:
         print("fnl train: no --surface given for this dataset; GPS AP will not be computed")
+    model = None
+    if args.init_weights:
+        model = initial_model(spec, Path(args.init_weights), config.seed, info.is_main)
     trainer = Trainer(
         config,
         train_set,
         out,
+        model=model,
         spec=spec,
         eval_set=eval_set,
         surface=source.surface,
