@@ -120,15 +120,18 @@ def choose_recipe(choice: str, data: str, device: str | None) -> str:
     return "paper" if torch.cuda.is_available() else "cpu-toy"
 
 
-def recipe_line(recipe: str, choice: str, config: Any, spec: Any) -> str:
+def recipe_line(
+    recipe: str, choice: str, config: Any, spec: Any, init_weights: str | None = None
+) -> str:
     """The one line printed at the start of a run: which recipe and its key settings."""
     sizes = "/".join(str(v) for v in spec.input.min_size_train)
     steps = f"{config.max_minutes:g} min" if config.max_minutes else f"{config.iters} steps"
     common = f"{sizes} px, batch {config.batch_size}, lr {config.lr:g}, {steps}"
     if recipe == "cpu-toy":
         why = " (chosen for toy data on a CPU)" if choice == "auto" else ""
+        start = f"from {init_weights}" if init_weights else "from scratch"
         return (
-            f"fnl train: recipe cpu-toy{why}: from scratch, trainable BN, {common}; "
+            f"fnl train: recipe cpu-toy{why}: {start}, trainable BN, {common}; "
             "--recipe paper for the spec's own settings"
         )
     return f"fnl train: recipe paper (the spec's own settings): {common}"
@@ -298,7 +301,7 @@ def _run(args: argparse.Namespace) -> int:
             spec = load_spec(args.spec, spec_overrides)
             config = train_config(args, train_options, default_iters=130_000)
         if info.is_main:
-            print(recipe_line(recipe, args.recipe, config, spec))
+            print(recipe_line(recipe, args.recipe, config, spec, args.init_weights))
     source = parse_data(
         args.data, args.data_options, args.train_split, args.val_split, args.surface
     )
