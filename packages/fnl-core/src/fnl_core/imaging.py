@@ -28,9 +28,6 @@ from fnl_core.errors import ImageReadError
 #: (a 6000×4000 photo is 24 MP; decoding bombs are far larger).
 MAX_PIXELS = 50_000_000
 
-#: File name endings read as images when a folder is given.
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
-
 
 def resized_shape(height: int, width: int, short: int, max_size: int) -> tuple[int, int]:
     """Short side to ``short``, long side at most ``max_size``; sizes round half up."""

@@ -22,15 +22,10 @@ from typing import Any
 import numpy as np
 
 from fnl_core.errors import InputError
+from fnl_core.inputs import VIDEO_SUFFIXES, is_video
+
 
 #: File name endings treated as videos by ``fnl predict``.
-VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv")
-
-
-def is_video(path: str | Path) -> bool:
-    return Path(path).suffix.lower() in VIDEO_SUFFIXES
-
-
 @dataclass(frozen=True)
 class VideoInfo:
     """What a video stream says about itself (``frames`` is None when the container does not

@@ -16,29 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from fnl_core.arguments import positive_int, score_fraction
 from fnl_core.command import Command
-
-VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv")
-
-
-def _score(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {value}")
-    return value
-
-
-def _threads(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def _configure(parser: argparse.ArgumentParser) -> None:
@@ -47,39 +26,12 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument(
         "--min-score",
-        type=_score,
+        type=score_fraction,
         default=0.8,
         help="pictures and IUV rasters keep detections above this (default 0.8)",
     )
     parser.add_argument("--int8", action="store_true", help="run the folder's int8 graph")
-    parser.add_argument("--threads", type=_threads, default=None, help="onnxruntime threads")
-
-
-def collect_inputs(inputs: list[str]) -> list[Path]:
-    """Image and video files named, or found (non-recursively, by file name) in folders."""
-    from fnl_core.errors import InputError
-    from fnl_core.imaging import IMAGE_SUFFIXES
-
-    known = (*IMAGE_SUFFIXES, *VIDEO_SUFFIXES)
-    files: list[Path] = []
-    for text in inputs:
-        path = Path(text)
-        if path.is_dir():
-            found = sorted(
-                (p for p in path.iterdir() if p.is_file() and p.suffix.lower() in known),
-                key=lambda p: p.name,
-            )
-            if not found:
-                print(f"fnl run: warning: {path}: no image or video files", file=sys.stderr)
-            files.extend(found)
-        elif path.is_file():
-            files.append(path)
-        else:
-            raise InputError(f"input {text!r} is neither an image/video file nor a folder")
-    unique = list(dict.fromkeys(files))
-    if not unique:
-        raise InputError(f"no image or video files ({', '.join(known)}) in {inputs}")
-    return unique
+    parser.add_argument("--threads", type=positive_int, default=None, help="onnxruntime threads")
 
 
 def run_video(runtime: Any, writer: Any, path: Path, name: str) -> int:
@@ -135,10 +87,11 @@ def run_video(runtime: Any, writer: Any, path: Path, name: str) -> int:
 def _run(args: argparse.Namespace) -> int:
     from fnl_core.errors import InputError
     from fnl_core.imaging import read_image
+    from fnl_core.inputs import collect_inputs, is_video
     from fnl_core.prediction_writer import PredictionWriter, output_names
     from fnl_runtime.runtime import Runtime
 
-    files = collect_inputs(args.inputs)
+    files = collect_inputs(args.inputs, "fnl run")
     names = output_names(files)
     runtime = Runtime(args.model, int8=args.int8, threads=args.threads)
     writer = PredictionWriter(args.out, args.min_score)
@@ -147,7 +100,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         for path in files:
             try:
-                if path.suffix.lower() in VIDEO_SUFFIXES:
+                if is_video(path):
                     print(f"{path}: {run_video(runtime, writer, path, names[path])} frames")
                     continue
                 image = read_image(path)

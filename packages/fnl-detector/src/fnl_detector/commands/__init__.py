@@ -1,7 +1,7 @@
 """``fnl`` subcommands shipped by fnl-detector (modules stay light: torch loads in ``run``).
 
 Shared pieces: the ``--set`` option, argument types that reject nonsense numbers at parse time
-(``--iters 0`` is an error, not "use the default"), and :func:`load_spec_early` /
+(from :mod:`fnl_core.arguments`), and :func:`load_spec_early` /
 :func:`check_spec_arguments`, which validate a spec before a command imports torch and timm,
 so a typo is reported without waiting for those imports (see docs/training.md).
 """
@@ -9,10 +9,11 @@ so a typo is reported without waiting for those imports (see docs/training.md).
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from collections.abc import Sequence
 from typing import Any
+
+from fnl_core.arguments import non_negative_int, positive_float, positive_int, score_fraction
 
 
 def add_overrides_argument(parser: argparse.ArgumentParser, help: str) -> None:
@@ -26,35 +27,6 @@ def add_overrides_argument(parser: argparse.ArgumentParser, help: str) -> None:
         metavar="KEY=VALUE",
         help=help,
     )
-
-
-def _number(text: str, kind: type, minimum: float, strict: bool) -> Any:
-    bound = f"{'>' if strict else '>='} {minimum:g}"
-    expected = f"{'an integer' if kind is int else 'a number'} {bound}"
-    try:
-        value = kind(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
-    if kind is float and not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a finite number {bound}, got {text!r}")
-    if value < minimum or (strict and value == minimum):
-        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
-    return value
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer > 0."""
-    return _number(text, int, 0, strict=True)
-
-
-def non_negative_int(text: str) -> int:
-    """argparse type: an integer >= 0."""
-    return _number(text, int, 0, strict=False)
-
-
-def positive_float(text: str) -> float:
-    """argparse type: a finite number > 0."""
-    return _number(text, float, 0, strict=True)
 
 
 def load_spec_early(spec: str, overrides: Sequence[str] = ()) -> Any:
@@ -80,3 +52,15 @@ def check_spec_arguments(args: argparse.Namespace) -> None:
 def progress(command: str, message: str) -> None:
     """One progress line on stderr (stdout stays for results such as JSON reports)."""
     print(f"fnl {command}: {message}", file=sys.stderr, flush=True)
+
+
+__all__ = [
+    "add_overrides_argument",
+    "check_spec_arguments",
+    "load_spec_early",
+    "non_negative_int",
+    "positive_float",
+    "positive_int",
+    "progress",
+    "score_fraction",
+]

@@ -28,68 +28,13 @@ from pathlib import Path
 from typing import Any
 
 from fnl_core.command import Command
-from fnl_detector.commands import add_overrides_argument, check_spec_arguments
+from fnl_detector.commands import (
+    add_overrides_argument,
+    check_spec_arguments,
+    positive_int,
+    score_fraction,
+)
 from fnl_detector.commands._weights import add_model_arguments
-
-#: File name endings treated as videos (same list as fnl_detector.video, kept torch-free here).
-VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv")
-
-
-def collect_inputs(inputs: list[str]) -> list[Path]:
-    """Image and video files named, or found (non-recursively, by file name) in folders given.
-
-    Files named explicitly are kept whatever their ending (a bad one is reported when read).
-    """
-    from fnl_core.imaging import IMAGE_SUFFIXES
-
-    files: list[Path] = []
-    for text in inputs:
-        path = Path(text)
-        if path.is_dir():
-            found = sorted(
-                (
-                    p
-                    for p in path.iterdir()
-                    if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES
-                ),
-                key=lambda p: p.name,
-            )
-            if not found:
-                print(f"fnl predict: warning: {path}: no image or video files", file=sys.stderr)
-            files.extend(found)
-        elif path.is_file():
-            files.append(path)
-        else:
-            raise FileNotFoundError(f"input {text!r} is neither an image/video file nor a folder")
-    unique = list(dict.fromkeys(files))
-    if not unique:
-        raise FileNotFoundError(
-            f"no image ({', '.join(IMAGE_SUFFIXES)}) or video ({', '.join(VIDEO_SUFFIXES)}) "
-            f"files in {inputs}"
-        )
-    return unique
-
-
-def score_fraction(text: str) -> float:
-    """argparse type: a float in [0, 1]."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {value}")
-    return value
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 @dataclass
@@ -154,9 +99,10 @@ def _run(args: argparse.Namespace) -> int:
     from fnl_detector.threads import prefer_passive_omp_wait
 
     prefer_passive_omp_wait()
+    from fnl_core.inputs import collect_inputs, is_video
     from fnl_detector.predictor import Predictor, int8_directory
 
-    files = collect_inputs(args.inputs)
+    files = collect_inputs(args.inputs, "fnl predict")
     spec, weights = _model_source(args, int8_directory)
     predictor = Predictor(
         spec,
@@ -173,7 +119,7 @@ def _run(args: argparse.Namespace) -> int:
     run = _PredictRun(predictor, args, out_dir, output_names(files))
     try:
         for path in files:
-            if path.suffix.lower() in VIDEO_SUFFIXES:
+            if is_video(path):
                 run.video(path)
             else:
                 run.images([path])
