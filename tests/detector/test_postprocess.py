@@ -118,3 +118,70 @@ def test_numpy_chart_confidences_equal_the_torch_ones():
         np.testing.assert_array_equal(chart[0], lab.numpy())
         for key in ref:
             np.testing.assert_allclose(mine[key], ref[key].numpy(), atol=1e-5)
+
+
+def _charts_by_full_resize(boxes, dp):
+    """The charts as the reference computes them: every output resized in full (NCHW), argmax,
+    U/V gathered from the label's channel."""
+    import torch.nn.functional as F
+
+    out = []
+    for n, (_, _, w, h) in enumerate(chart_boxes_xywh(boxes).tolist()):
+        c, f, u, v = (
+            F.interpolate(
+                dp[k][n : n + 1].float().contiguous(),
+                size=(h, w),
+                mode="bilinear",
+                align_corners=False,
+            )[0]
+            for k in ("coarse_segm", "fine_segm", "u", "v")
+        )
+        labels = f.argmax(0) * (c.argmax(0) > 0)
+        uv = torch.stack([u.gather(0, labels[None])[0], v.gather(0, labels[None])[0]])
+        out.append((labels, uv.masked_fill(labels[None] == 0, 0.0)))
+    return out
+
+
+@pytest.mark.parametrize("memory_format", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("chunk_values", [None, 1])
+def test_charts_equal_the_full_resize(memory_format, chunk_values, monkeypatch):
+    """Labels come from chunked channel resizes with a running maximum, U/V from the label's
+    channel alone, and a channels_last model output (the Predictor's) is resized as NCHW: the
+    charts equal the reference's full resize, labels exactly (ties included), U/V bit for bit
+    on boxes larger than the head output."""
+    from fnl_detector import postprocess
+
+    if chunk_values is not None:
+        monkeypatch.setattr(postprocess, "LABEL_CHUNK_VALUES", chunk_values)
+    g = torch.Generator().manual_seed(3)
+    dp = {
+        "coarse_segm": torch.randn(3, 2, 16, 16, generator=g),
+        "fine_segm": torch.randn(3, 25, 16, 16, generator=g).round(),  # many exact ties
+        "u": torch.rand(3, 25, 16, 16, generator=g),
+        "v": torch.rand(3, 25, 16, 16, generator=g),
+    }
+    if memory_format == "channels_last":
+        dp = {k: t.contiguous(memory_format=torch.channels_last) for k, t in dp.items()}
+    boxes = torch.tensor([[2.5, 1.0, 90.7, 130.2], [0.0, 0.0, 33.0, 17.9], [4.0, 4.0, 5.5, 4.2]])
+    got = densepose_to_charts(boxes, dp)
+    expected = _charts_by_full_resize(boxes, dp)
+    for n, ((labels, uv), (ref_labels, ref_uv)) in enumerate(zip(got, expected, strict=True)):
+        assert torch.equal(labels, ref_labels), f"detection {n}: labels differ"
+        if n == 0:
+            assert (labels > 0).any() and (labels == 0).any()
+            assert torch.equal(uv, ref_uv), "U/V of an upscaled chart differ"
+        torch.testing.assert_close(uv, ref_uv, rtol=0, atol=1e-6)
+
+
+def test_sample_channel_reads_the_resized_channel():
+    from fnl_core.charts import resize_bilinear, sample_channel
+
+    rng = np.random.default_rng(0)
+    maps = rng.random((25, 12, 9), dtype=np.float32)
+    channels = rng.integers(0, 25, size=(40, 31))
+    full = np.take_along_axis(resize_bilinear(maps, (40, 31)), channels[None], 0)[0]
+    np.testing.assert_allclose(sample_channel(maps, channels), full, rtol=0, atol=1e-6)
+    rows, cols = np.nonzero(channels > 12)
+    part = sample_channel(maps, channels, rows, cols)
+    assert part.shape == (len(rows),)
+    np.testing.assert_allclose(part, full[rows, cols], rtol=0, atol=1e-6)

@@ -69,6 +69,41 @@ def test_draw_prediction_colours_parts_and_skips_low_scores(use_matplotlib):
     assert (out[30:34, 30:34] == 128).all()  # the 0.3 detection is not drawn
 
 
+@pytest.mark.parametrize("use_matplotlib", [False, True])
+def test_contours_of_a_large_chart_are_traced_on_a_subsampled_field(use_matplotlib, monkeypatch):
+    """A chart larger than CONTOUR_FIELD_SIZE is contoured on a subsampled field: the lines land
+    where the full-resolution ones do, and pixels away from the detection keep the photo."""
+    if use_matplotlib:
+        pytest.importorskip("matplotlib")
+    from fnl_core import visualize
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, size=(700, 600, 3), dtype=np.uint8)
+    h, w = 600, 500
+    chart = np.zeros((3, h, w), np.uint8)
+    chart[0] = 5
+    chart[1] = np.linspace(0, 255, w, dtype=np.uint8)[None, :]
+    chart[2] = np.linspace(0, 255, h, dtype=np.uint8)[:, None]
+    boxes = np.array([[50, 60, 50 + w, 60 + h]], np.float32)
+
+    def lines(field_size: int) -> np.ndarray:
+        monkeypatch.setattr(visualize, "CONTOUR_FIELD_SIZE", field_size)
+        parts_only = visualize.overlay_parts(
+            image, iuv_image(image.shape[:2], boxes, [chart], np.ones(1))
+        )
+        drawn = draw_prediction(image, boxes, np.ones(1), [chart], 0.5, use_matplotlib)
+        assert (drawn[:50] == image[:50]).all(), "pixels above the box changed"
+        return (drawn != parts_only).any(-1)[70:650, 60:540]
+
+    coarse, full = lines(visualize.CONTOUR_FIELD_SIZE), lines(4096)
+    assert coarse.mean() > 0.005, "no contour lines drawn"
+    near = np.zeros_like(full)
+    for dy in range(-3, 4):
+        for dx in range(-3, 4):
+            near |= np.roll(np.roll(full, dy, 0), dx, 1)
+    assert (coarse & near).sum() / coarse.sum() > 0.9
+
+
 def test_draw_ground_truth_marks_boxes_and_points():
     image = np.zeros((32, 32, 3), np.uint8)
     masks = np.zeros((256, 256), np.uint8)

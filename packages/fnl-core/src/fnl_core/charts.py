@@ -5,7 +5,11 @@ For a detection box (x0, y0, x1, y1) in original-image pixels the chart covers t
 pasted at ``(int(x0), int(y0))``. Coarse and fine logits and the 25 U and V maps are resized
 bilinearly (``align_corners=False``, no antialiasing) to h x w; the label is the fine argmax
 where the coarse argmax is foreground, else 0; U and V are read from the label's channel
-(0 on background) and quantised to ``clip(255 U)``. This is what
+(0 on background) and quantised to ``clip(255 U)``.
+
+Only the logits are resized in full (the argmax needs every channel); U, V and the per-part
+confidences are interpolated at each pixel in its label's channel alone
+(:func:`sample_channel`): the same values at a 25th of the cost. This is what
 ``fnl_detector.postprocess.densepose_to_iuv`` computes with torch; the resize follows torch's
 CPU kernel (source index ``max(scale (i + 0.5) - 0.5, 0)``, float32 weights, width then
 height), so both give the same charts up to float rounding.
@@ -19,7 +23,13 @@ import numpy as np
 
 from fnl_core.visualize import detection_boxes_xywh
 
-__all__ = ["bilinear_taps", "chart_confidences", "densepose_to_iuv", "resize_bilinear"]
+__all__ = [
+    "bilinear_taps",
+    "chart_confidences",
+    "densepose_to_iuv",
+    "resize_bilinear",
+    "sample_channel",
+]
 
 #: Per-part confidences (25 channels): read at each pixel from its label's channel, 0 on
 #: background, like U and V.
@@ -53,6 +63,49 @@ def resize_bilinear(maps: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
     return top * (one - wy) + bottom * wy
 
 
+def sample_channel(
+    maps: np.ndarray,
+    channels: np.ndarray,
+    rows: np.ndarray | None = None,
+    cols: np.ndarray | None = None,
+) -> np.ndarray:
+    """Bilinear resize of ``maps`` (``[C, H, W]``) to ``channels``' ``h x w``, read at each
+    pixel in the channel ``channels[y, x]`` only: ``resize_bilinear(maps, (h, w))`` gathered
+    along the channel axis, without resizing the other channels.
+
+    With ``rows`` and ``cols`` (1-D pixel coordinates) only those pixels are computed and a 1-D
+    array is returned; else the whole ``h x w`` map.
+    """
+    x = np.asarray(maps, dtype=np.float32)
+    channels = np.asarray(channels, dtype=np.int64)
+    _, height, width = x.shape
+    h, w = channels.shape
+    y0, y1, wy = bilinear_taps(height, h)
+    x0, x1, wx = bilinear_taps(width, w)
+    if rows is None or cols is None:
+        rows, cols = (a.reshape(-1) for a in np.indices((h, w)))
+        shape: tuple[int, ...] = (h, w)
+    else:
+        shape = (len(rows),)
+    flat = x.reshape(-1)
+    base = channels[rows, cols] * (height * width)
+    c0, c1, wx = x0[cols], x1[cols], wx[cols]
+    row_values = []
+    for y in (y0, y1):
+        start = base + y[rows] * width
+        row_values.append(_lerp(flat[start + c0], flat[start + c1], wx))
+    return _lerp(row_values[0], row_values[1], wy[rows]).reshape(shape)
+
+
+def _lerp(a: np.ndarray, b: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """``a (1 - weight) + b weight`` in float32, rounded as torch's x86 CPU bilinear kernel
+    rounds it (the first product fused into the addition). Charts at least half the head's
+    output size then equal ``F.interpolate``'s bit for bit; smaller ones within a float32 ulp."""
+    f64 = np.float64
+    second = (b * weight).astype(f64)
+    return (a.astype(f64) * (np.float32(1) - weight).astype(f64) + second).astype(np.float32)
+
+
 def densepose_to_iuv(boxes: np.ndarray, densepose: Mapping[str, np.ndarray]) -> list[np.ndarray]:
     """Per detection the quantised chart: uint8 ``(3, h, w)`` = [I, clip(255 U), clip(255 V)].
 
@@ -68,12 +121,12 @@ def densepose_to_iuv(boxes: np.ndarray, densepose: Mapping[str, np.ndarray]) -> 
         )
     out = []
     for n, (_, _, w, h) in enumerate(xywh.tolist()):
-        coarse, fine, u, v = (resize_bilinear(m[n], (h, w)) for m in maps)
+        coarse, fine = (resize_bilinear(m[n], (h, w)) for m in maps[:2])
         labels = fine.argmax(0) * (coarse.argmax(0) > 0)
-        uu = np.take_along_axis(u, labels[None], 0)[0]
-        vv = np.take_along_axis(v, labels[None], 0)[0]
-        background = labels == 0
-        uv = np.stack([np.where(background, 0, uu), np.where(background, 0, vv)])
+        rows, cols = np.nonzero(labels)
+        uv = np.zeros((2, h, w), dtype=np.float32)
+        for k, m in enumerate(maps[2:]):
+            uv[k, rows, cols] = sample_channel(m[n], labels, rows, cols)
         quant = np.clip(uv * np.float32(255), 0, 255).astype(np.uint8)
         out.append(np.concatenate([labels[None].astype(np.uint8), quant]))
     return out
@@ -96,11 +149,13 @@ def chart_confidences(
         labels = chart[0].astype(np.int64)
         maps: dict[str, np.ndarray] = {}
         for key in keys:
-            full = resize_bilinear(np.asarray(densepose[key][n]), (h, w))
+            source = np.asarray(densepose[key][n])
             if key in BOX_CONFIDENCES:
-                maps[key] = full[0]
+                maps[key] = resize_bilinear(source, (h, w))[0]
             else:
-                part = np.take_along_axis(full, labels[None], 0)[0]
-                maps[key] = np.where(labels == 0, np.float32(0), part)
+                rows, cols = np.nonzero(labels)
+                part = np.zeros(labels.shape, dtype=np.float32)
+                part[rows, cols] = sample_channel(source, labels, rows, cols)
+                maps[key] = part
         out.append(maps)
     return out

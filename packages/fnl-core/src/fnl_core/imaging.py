@@ -125,3 +125,15 @@ def read_image(source: Any, *, max_pixels: int | None = MAX_PIXELS) -> np.ndarra
         raise ImageReadError(f"{path}: unreadable image ({exc})") from None
     finally:
         Image.MAX_IMAGE_PIXELS = previous
+
+
+#: zlib level of the PNGs FnL writes: level 1 writes a 24 MP picture about 4× faster than
+#: Pillow's default 6, for files about a fifth larger (still lossless).
+PNG_COMPRESS_LEVEL = 1
+
+
+def save_png(image: np.ndarray, path: str | Path) -> None:
+    """Write an H×W×3 (or H×W) uint8 array as a lossless PNG, quickly (zlib level 1)."""
+    from PIL import Image
+
+    Image.fromarray(np.asarray(image)).save(path, compress_level=PNG_COMPRESS_LEVEL)

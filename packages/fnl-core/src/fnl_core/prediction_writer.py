@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from fnl_core.imaging import save_png
 from fnl_core.results import make_result
 from fnl_core.visualize import draw_prediction, iuv_image
 
@@ -81,6 +82,7 @@ class PredictionWriter:
         on_picture: Callable[[np.ndarray], Any] | None = None,
         extras: Sequence[Mapping[str, Any]] | None = None,
         picture: np.ndarray | None = None,
+        iuv: np.ndarray | None = None,
     ) -> int:
         """Write one image's (or video frame's) outputs; returns the number of detections
         above ``min_score``. ``boxes`` XYXY float32 in image pixels, ``charts`` per detection
@@ -89,22 +91,23 @@ class PredictionWriter:
         ``extras`` (per detection) are merged into the result entries (confidences, CSE vertex
         maps); ``picture`` replaces the default drawing. Models without charts (CSE) pass
         ``charts=None``: no IUV raster is written and the entries carry only ``extras``.
+        ``iuv`` is the full-image raster of the detections above ``min_score`` when the caller
+        already has it (:func:`fnl_core.visualize.iuv_image`); else it is computed here, once.
         """
-        from PIL import Image
-
         boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
         scores = np.asarray(scores, dtype=np.float32).reshape(-1)
         keep = [k for k in range(len(scores)) if float(scores[k]) > self.min_score]
+        if charts is not None and iuv is None and (picture is None or frame is None):
+            kept = [charts[k] for k in keep]
+            iuv = iuv_image(image.shape[:2], boxes[keep], kept, scores[keep])
         if picture is None:
             if charts is None:
                 raise ValueError("a prediction without charts needs its picture")
-            picture = draw_prediction(image, boxes, scores, list(charts), self.min_score)
+            picture = draw_prediction(image, boxes, scores, list(charts), self.min_score, iuv=iuv)
         if frame is None:
             if charts is not None:
-                kept = [charts[k] for k in keep]
-                full = iuv_image(image.shape[:2], boxes[keep], kept, scores[keep])
-                Image.fromarray(full).save(self.out_dir / f"{name}_iuv.png")
-            Image.fromarray(picture).save(self.out_dir / f"{name}_densepose.png")
+                save_png(iuv, self.out_dir / f"{name}_iuv.png")
+            save_png(picture, self.out_dir / f"{name}_densepose.png")
         elif on_picture is not None:
             on_picture(np.ascontiguousarray(picture))
         image_id = self.images + 1

@@ -128,12 +128,25 @@ def marching_squares(field: np.ndarray, valid: np.ndarray, level: float) -> np.n
     return np.concatenate(segments) if segments else np.zeros((0, 2, 2))
 
 
+#: Contours are traced on charts subsampled to at most this many pixels a side: a chart is a
+#: bilinear upsampling of the head's output (56 or 112 pixels a side), so the lines look the
+#: same, and a person filling a 24 MP photo costs no more to draw than a small one.
+CONTOUR_FIELD_SIZE = 256
+
+
+def _contour_field(chart: np.ndarray) -> np.ndarray:
+    """The chart subsampled to at most :data:`CONTOUR_FIELD_SIZE` pixels a side."""
+    step = max(1, -(-max(chart.shape[1:]) // CONTOUR_FIELD_SIZE))
+    return chart[:, ::step, ::step]
+
+
 def _contours_pil(canvas: Any, box: Sequence[int], chart: np.ndarray) -> None:
     """Iso-U and iso-V lines per part (levels 0, 1/9, …, 1) drawn with Pillow."""
     from PIL import ImageDraw
 
     draw = ImageDraw.Draw(canvas)
     x, y, w, h = (int(v) for v in box)
+    chart = _contour_field(chart)
     labels = chart[0]
     levels = np.linspace(0, 1, NUM_LEVELS)
     colors = colormap(levels)
@@ -155,6 +168,7 @@ def _contours_pil(canvas: Any, box: Sequence[int], chart: np.ndarray) -> None:
 def _contours_matplotlib(
     image: np.ndarray, boxes_xywh: np.ndarray, charts: Sequence[np.ndarray]
 ) -> np.ndarray:
+    """U/V iso-lines traced by matplotlib on a transparent canvas, blended onto ``image``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -163,10 +177,13 @@ def _contours_matplotlib(
     height, width = image.shape[:2]
     dpi = 100
     fig = plt.figure(figsize=(width / dpi, height / dpi), dpi=dpi)
+    fig.patch.set_alpha(0.0)
     ax = fig.add_axes((0, 0, 1, 1))
-    ax.imshow(image, interpolation="nearest")
+    ax.patch.set_alpha(0.0)
+    drawn = False
     for box, chart in zip(boxes_xywh, charts, strict=True):
         x, y, w, h = (int(v) for v in box)
+        chart = _contour_field(chart)
         fg = chart[0] > 0
         if fg.sum() < 4 or min(chart.shape[1:]) < 2:
             continue
@@ -174,13 +191,28 @@ def _contours_matplotlib(
         for channel in (1, 2):
             field = np.ma.masked_where(~fg, chart[channel].astype(np.float64) / 255.0)
             ax.contour(field, NUM_LEVELS, extent=extent, origin="upper", linewidths=0.8)
+            drawn = True
+    if not drawn:
+        plt.close(fig)
+        return image
     ax.set_xlim(0, width)
     ax.set_ylim(height, 0)
     ax.axis("off")
     fig.canvas.draw()
     rgba = np.asarray(fig.canvas.buffer_rgba())
     plt.close(fig)
-    return np.array(rgba[..., :3])
+    return _alpha_blend(image, rgba)
+
+
+def _alpha_blend(image: np.ndarray, rgba: np.ndarray) -> np.ndarray:
+    """``image`` with the (non-premultiplied) RGBA layer painted over it."""
+    out = image.copy()
+    alpha = rgba[..., 3]
+    covered = alpha > 0
+    a = alpha[covered].astype(np.float32)[:, None] / 255.0
+    layer = rgba[..., :3][covered].astype(np.float32)
+    out[covered] = (layer * a + out[covered] * (1.0 - a)).round().astype(np.uint8)
+    return out
 
 
 def _has_matplotlib() -> bool:
@@ -198,16 +230,22 @@ def draw_prediction(
     iuvs: Sequence[np.ndarray],
     min_score: float = 0.8,
     use_matplotlib: bool | None = None,
+    iuv: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Boxes, part colours and U/V contours of detections with score > ``min_score``."""
+    """Boxes, part colours and U/V contours of detections with score > ``min_score``.
+
+    ``iuv``: the full-image raster of those detections (:func:`iuv_image`) when the caller
+    already has it.
+    """
     from PIL import Image, ImageDraw
 
     keep = [k for k in range(len(scores)) if float(scores[k]) > min_score]
     boxes = np.asarray(boxes).reshape(-1, 4)[keep]
     kept_scores = np.asarray(scores)[keep]
     charts = [iuvs[k] for k in keep]
-    full = iuv_image(image.shape[:2], boxes, charts, kept_scores)
-    out = overlay_parts(image, full)
+    if iuv is None:
+        iuv = iuv_image(image.shape[:2], boxes, charts, kept_scores)
+    out = overlay_parts(image, iuv)
     xywh = detection_boxes_xywh(boxes)
     if use_matplotlib is None:
         use_matplotlib = _has_matplotlib()

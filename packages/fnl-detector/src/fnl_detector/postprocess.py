@@ -5,7 +5,10 @@ box ``w = int(x1 - x0)``, ``h = int(y1 - y0)`` (float32 subtraction, truncation,
 pasted at ``(int(x0), int(y0))``. Coarse and fine logits and the 25 U and V maps are resized
 bilinearly (align_corners=False) to h x w; the label is the fine argmax where the coarse argmax
 is foreground, else 0; U and V are read from the label's channel (0 on background). Matches the
-reference charts (labels exactly, U/V within 4e-6).
+reference charts (labels exactly, U/V within 4e-6). Only the logits are resized in full; U, V
+and the per-part confidences are interpolated in each pixel's label channel alone
+(:func:`fnl_core.charts.sample_channel`), which keeps large boxes (a person filling a
+6000x4000 photo) from allocating 25-channel maps at full resolution.
 
 Confidence models (DensePose WC*/M) add per-pixel confidence maps (:func:`chart_confidences`);
 CSE models have no charts but a closest-mesh-vertex map and a mask per detection
@@ -21,6 +24,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from fnl_core.charts import sample_channel
 
 
 def chart_boxes_xywh(boxes: Tensor) -> Tensor:
@@ -46,21 +51,61 @@ def densepose_to_charts(
         )
     out = []
     for n, (_, _, w, h) in enumerate(xywh):
-        # one resize per output (as the reference does): same rounding as resizing each alone
-        c_map, f_map, u_map, v_map = (
-            F.interpolate(t[n : n + 1].float(), size=(h, w), mode="bilinear", align_corners=False)[
-                0
-            ]
-            for t in (coarse, fine, u, v)
-        )
-        labels = f_map.argmax(0) * (c_map.argmax(0) > 0)
-        idx = labels[None]
-        uu = u_map.gather(0, idx)[0]
-        vv = v_map.gather(0, idx)[0]
-        bg = labels == 0
-        uv = torch.stack([uu.masked_fill(bg, 0.0), vv.masked_fill(bg, 0.0)])
-        out.append((labels, uv))
+        labels = chart_labels(coarse[n], fine[n], (h, w))
+        uu, vv = (_sample_label_channel(t[n], labels) for t in (u, v))
+        out.append((labels, torch.stack([uu, vv])))
     return out
+
+
+#: Resized logits are held this many values at a time (256 MB of float32): a box the size of a
+#: 24 MP photo resizes its 25 fine channels a few at a time instead of in one 2.4 GB map.
+LABEL_CHUNK_VALUES = 64_000_000
+
+
+def chart_labels(coarse: Tensor, fine: Tensor, size_hw: tuple[int, int]) -> Tensor:
+    """Part labels (h x w, int64) of one detection: the argmax of the resized fine logits where
+    the resized coarse argmax is foreground, else 0.
+
+    Each logit map is resized as the reference does (``F.interpolate`` per channel, same
+    rounding), from a contiguous NCHW copy: torch's channels-last kernel (what a channels_last
+    model's outputs would get) rounds differently and moves labels at near-ties. Channels are
+    resized in chunks of at most :data:`LABEL_CHUNK_VALUES` values and reduced with a running
+    maximum that keeps the first maximal channel, which is ``argmax(0)`` exactly.
+    """
+    foreground = _resized_argmax(coarse, size_hw) > 0
+    return _resized_argmax(fine, size_hw).masked_fill_(~foreground, 0)
+
+
+def _resized_argmax(maps: Tensor, size_hw: tuple[int, int]) -> Tensor:
+    """``F.interpolate(maps[None], size_hw).argmax(1)[0]`` (first maximum), a chunk of
+    channels at a time."""
+    height, width = size_hw
+    step = max(1, LABEL_CHUNK_VALUES // (height * width))
+    best = index = None
+    for start in range(0, len(maps), step):
+        source = maps[None, start : start + step].float().contiguous()  # NCHW, as the reference
+        resized = F.interpolate(source, size=size_hw, mode="bilinear", align_corners=False)[0]
+        values, indices = resized.max(dim=0)
+        if best is None or index is None:
+            best, index = values, indices
+            continue
+        better = values > best
+        best = torch.where(better, values, best)
+        index = torch.where(better, indices + start, index)
+    assert index is not None, "logit maps with no channel"
+    return index
+
+
+def _sample_label_channel(maps: Tensor, labels: Tensor) -> Tensor:
+    """``maps`` ([C, S, S]) resized bilinearly to ``labels``' h x w and read in each pixel's
+    label channel, on foreground pixels (``labels > 0``); 0 on background (float32, on
+    ``labels``' device)."""
+    label_array = labels.cpu().numpy()
+    rows, cols = np.nonzero(label_array)
+    values = sample_channel(maps.detach().float().cpu().numpy(), label_array, rows, cols)
+    out = np.zeros(label_array.shape, dtype=np.float32)
+    out[rows, cols] = values
+    return torch.from_numpy(out).to(labels.device)
 
 
 def densepose_to_iuv(boxes: Tensor, densepose: Mapping[str, Tensor]) -> list[np.ndarray]:
@@ -101,13 +146,12 @@ def chart_confidences(
     for n, ((_, _, w, h), lab) in enumerate(zip(xywh, labels)):
         maps: dict[str, Tensor] = {}
         for key in keys:
-            full = F.interpolate(
-                densepose[key][n : n + 1].float(), size=(h, w), mode="bilinear", align_corners=False
-            )[0]
             if key in BOX_CONFIDENCES:
-                maps[key] = full[0]
+                source = densepose[key][n : n + 1].float()
+                full = F.interpolate(source, size=(h, w), mode="bilinear", align_corners=False)
+                maps[key] = full[0, 0]
             else:
-                maps[key] = full.gather(0, lab[None])[0].masked_fill(lab == 0, 0.0)
+                maps[key] = _sample_label_channel(densepose[key][n], lab)
         out.append(maps)
     return out
 
@@ -162,6 +206,7 @@ __all__ = [
     "PART_CONFIDENCES",
     "chart_boxes_xywh",
     "chart_confidences",
+    "chart_labels",
     "confidence_keys",
     "densepose_to_charts",
     "densepose_to_iuv",

@@ -20,7 +20,8 @@ from typing import Any
 from fnl_core.results import encode_array, encode_iuv, make_result
 from fnl_detector.postprocess import (
     chart_confidences,
-    densepose_to_charts,
+    confidence_keys,
+    densepose_to_iuv,
     densepose_to_vertex_maps,
 )
 
@@ -37,49 +38,79 @@ def to_coco_results(
     Chart models give ``densepose`` (the IUV raster) and, when the model predicts them,
     ``confidences``. CSE models (``densepose`` outputs with ``embedding``) need ``embedder``
     (``model.roi_heads.embedder``) and give ``cse`` (closest-vertex map and mask) instead.
+    The IUV charts a :class:`~fnl_detector.Predictor` result already holds (``charts``) are
+    used as they are.
     """
     import torch
 
     boxes = prediction["boxes"].detach().to(torch.float32).cpu()
     scores = prediction["scores"].detach().cpu().tolist()
-    dp = {k: v.detach().cpu() for k, v in prediction["densepose"].items()}
     xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1).tolist()
-    if "embedding" in dp:
-        return _cse_results(image_id, boxes, xywh, scores, dp, category_id, embedder)
-    charts = densepose_to_charts(boxes, dp)
-    confidences = chart_confidences(boxes, dp, [labels for labels, _ in charts])
-    out = []
-    for box, score, (labels, uv), conf in zip(xywh, scores, charts, confidences):
-        quant = (uv * 255.0).clamp(0, 255).to(torch.uint8)
-        iuv = torch.cat([labels[None].to(torch.uint8), quant]).numpy()
-        entry = make_result(image_id, box, score, iuv, category_id)
-        if conf:
-            entry["confidences"] = {k: encode_array(v.float().numpy()) for k, v in conf.items()}
-        out.append(entry)
-    return out
-
-
-def _cse_results(image_id, boxes, xywh, scores, dp, category_id, embedder) -> list[dict[str, Any]]:
-    import numpy as np
-
-    mesh = embedder.mesh_names[0] if embedder is not None else None
-    maps = densepose_to_vertex_maps(boxes, dp, embedder, mesh)
-    out = []
-    for box, score, (vertices, mask) in zip(xywh, scores, maps):
-        out.append(
+    extras = detection_extras(prediction, embedder)
+    if "embedding" in prediction["densepose"]:
+        return [
             {
                 "image_id": int(image_id),
                 "category_id": int(category_id),
                 "bbox": [float(b) for b in box],
                 "score": float(score),
-                "cse": {
-                    "mesh": mesh,
-                    "vertices": encode_array(vertices.numpy().astype(np.int32)),
-                    "mask": encode_array(mask.numpy().astype(np.uint8)),
-                },
+                **extra,
             }
-        )
+            for box, score, extra in zip(xywh, scores, extras)
+        ]
+    out = []
+    for box, score, iuv, extra in zip(xywh, scores, _iuv_charts(prediction), extras):
+        entry = make_result(image_id, box, score, iuv, category_id)
+        entry.update(extra)
+        out.append(entry)
     return out
 
 
-__all__ = ["encode_iuv", "to_coco_results"]
+def detection_extras(prediction: Mapping[str, Any], embedder: Any = None) -> list[dict[str, Any]]:
+    """Per detection, what its result entry carries besides the IUV chart: ``confidences``
+    (chart models that predict them), ``cse`` (CSE models, which need ``embedder``), or
+    nothing (empty dicts)."""
+    import torch
+
+    boxes = prediction["boxes"].detach().to(torch.float32).cpu()
+    dp = {k: v.detach().cpu() for k, v in prediction["densepose"].items()}
+    if "embedding" in dp:
+        return _cse_extras(boxes, dp, embedder)
+    if not confidence_keys(dp):
+        return [{} for _ in range(len(boxes))]
+    labels = [torch.from_numpy(iuv[0]).long() for iuv in _iuv_charts(prediction)]
+    return [
+        {"confidences": {k: encode_array(v.float().numpy()) for k, v in conf.items()}}
+        for conf in chart_confidences(boxes, dp, labels)
+    ]
+
+
+def _iuv_charts(prediction: Mapping[str, Any]) -> list[Any]:
+    """The (3, h, w) uint8 IUV chart of each detection: the prediction's own, else computed."""
+    import torch
+
+    if prediction.get("charts") is not None:
+        return list(prediction["charts"])
+    boxes = prediction["boxes"].detach().to(torch.float32).cpu()
+    return densepose_to_iuv(
+        boxes, {k: v.detach().cpu() for k, v in prediction["densepose"].items()}
+    )
+
+
+def _cse_extras(boxes, dp, embedder) -> list[dict[str, Any]]:
+    import numpy as np
+
+    mesh = embedder.mesh_names[0] if embedder is not None else None
+    return [
+        {
+            "cse": {
+                "mesh": mesh,
+                "vertices": encode_array(vertices.numpy().astype(np.int32)),
+                "mask": encode_array(mask.numpy().astype(np.uint8)),
+            }
+        }
+        for vertices, mask in densepose_to_vertex_maps(boxes, dp, embedder, mesh)
+    ]
+
+
+__all__ = ["detection_extras", "encode_iuv", "to_coco_results"]

@@ -248,12 +248,11 @@ class _PredictRun:
             self._write(item, result)
 
     def _write(self, item: _Item, result: dict[str, Any]) -> None:
-        from fnl_detector.results import to_coco_results
+        from fnl_detector.results import detection_extras
 
         boxes = result["boxes"].numpy().reshape(-1, 4)
         scores = result["scores"].numpy()
-        entries = to_coco_results(0, result, embedder=self.embedder)
-        extras = [{k: v for k, v in e.items() if k in ("confidences", "cse")} for e in entries]
+        extras = detection_extras(result, self.embedder)
         is_cse = "embedding" in result["densepose"]
         kept = self.writer.add(
             item.path,
@@ -266,24 +265,22 @@ class _PredictRun:
             on_picture=self._on_picture,
             extras=extras,
             picture=self._picture(item.array, result, boxes, scores, is_cse),
+            iuv=None if is_cse else result["iuv"],
         )
         if item.frame is None:
             print(f"{item.path}: {len(scores)} detections, {kept} above {self.args.min_score}")
         elif self.args.iuv_frames and not is_cse:
-            from PIL import Image
+            from fnl_core.imaging import save_png
 
-            frame_file = self.out_dir / f"{item.name}_iuv" / f"{item.frame:06d}.png"
-            Image.fromarray(result["iuv"]).save(frame_file)
+            save_png(result["iuv"], self.out_dir / f"{item.name}_iuv" / f"{item.frame:06d}.png")
 
     def _picture(self, image: Any, result: dict[str, Any], boxes, scores, is_cse: bool) -> Any:
         """The CSE vertex picture, a confidence picture (``--show``), or None (parts)."""
+        import torch
+
         from fnl_core import visualize
         from fnl_core.errors import InputError
-        from fnl_detector.postprocess import (
-            chart_confidences,
-            densepose_to_charts,
-            densepose_to_vertex_maps,
-        )
+        from fnl_detector.postprocess import chart_confidences, densepose_to_vertex_maps
 
         dp = result["densepose"]
         min_score = self.args.min_score
@@ -297,8 +294,7 @@ class _PredictRun:
             )
         if self.show == "parts":
             return None
-        charts = densepose_to_charts(result["boxes"], dp)
-        labels = [lab for lab, _ in charts]
+        labels = [torch.from_numpy(iuv[0]).long() for iuv in result["charts"]]
         confidences = chart_confidences(result["boxes"], dp, labels)
         if len(scores) and self.show not in confidences[0]:
             have = ", ".join(sorted(confidences[0])) or "none"
