@@ -155,3 +155,16 @@ def test_fnl_run_on_a_video(fake_export, tmp_path):
     assert [r["frame"] for r in results] == [0, 1, 2, 3]
     with av.open(str(out / "clip_densepose.mp4")) as video:
         assert sum(1 for _ in video.decode(video=0)) == 4
+
+
+def test_chunked_resized_argmax_is_the_first_maximum(monkeypatch):
+    """Logits resized a few channels at a time give argmax(0) of the full resize, ties
+    (equal channels) resolved to the first, as numpy's argmax does."""
+    from fnl_core import charts
+
+    maps = np.random.default_rng(0).normal(size=(25, 9, 7)).round().astype(np.float32)
+    maps[11] = maps[4]
+    expected = charts.resize_bilinear(maps, (40, 23)).argmax(0)
+    for chunk in (10**9, 40 * 23 * 3, 1):
+        monkeypatch.setattr(charts, "CHUNK_VALUES", chunk)
+        np.testing.assert_array_equal(charts.resized_argmax(maps, (40, 23)), expected)

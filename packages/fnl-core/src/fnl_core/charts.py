@@ -28,6 +28,7 @@ __all__ = [
     "chart_confidences",
     "densepose_to_iuv",
     "resize_bilinear",
+    "resized_argmax",
     "sample_channel",
 ]
 
@@ -61,6 +62,31 @@ def resize_bilinear(maps: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
     top = rows0[:, :, x0] * (one - wx) + rows0[:, :, x1] * wx
     bottom = rows1[:, :, x0] * (one - wx) + rows1[:, :, x1] * wx
     return top * (one - wy) + bottom * wy
+
+
+#: Resized logits are held this many values at a time (256 MB of float32), so a box the size of
+#: a large photo resizes its 25 fine channels a few at a time.
+CHUNK_VALUES = 64_000_000
+
+
+def resized_argmax(maps: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
+    """``resize_bilinear(maps, size_hw).argmax(0)`` (the first maximal channel), resizing at
+    most :data:`CHUNK_VALUES` values at a time."""
+    height, width = size_hw
+    step = max(1, CHUNK_VALUES // (height * width))
+    best = index = None
+    for start in range(0, len(maps), step):
+        resized = resize_bilinear(maps[start : start + step], size_hw)
+        indices = resized.argmax(0)
+        values = np.take_along_axis(resized, indices[None], 0)[0]
+        if best is None or index is None:
+            best, index = values, indices
+            continue
+        better = values > best
+        best = np.where(better, values, best)
+        index = np.where(better, indices + start, index)
+    assert index is not None, "logit maps with no channel"
+    return index
 
 
 def sample_channel(
@@ -121,8 +147,8 @@ def densepose_to_iuv(boxes: np.ndarray, densepose: Mapping[str, np.ndarray]) -> 
         )
     out = []
     for n, (_, _, w, h) in enumerate(xywh.tolist()):
-        coarse, fine = (resize_bilinear(m[n], (h, w)) for m in maps[:2])
-        labels = fine.argmax(0) * (coarse.argmax(0) > 0)
+        foreground = resized_argmax(maps[0][n], (h, w)) > 0
+        labels = resized_argmax(maps[1][n], (h, w)) * foreground
         rows, cols = np.nonzero(labels)
         uv = np.zeros((2, h, w), dtype=np.float32)
         for k, m in enumerate(maps[2:]):
