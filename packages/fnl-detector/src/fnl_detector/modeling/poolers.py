@@ -97,7 +97,14 @@ class RoIPooler(nn.Module):
             return roi_pool(x, rois, size, scale)
         return roi_align(x, rois, size, scale, self.sampling_ratio, self.aligned)
 
-    def forward(self, features: dict[str, Tensor], boxes: Sequence[Tensor]) -> Tensor:
+    def forward(
+        self,
+        features: dict[str, Tensor],
+        boxes: Sequence[Tensor],
+        memory_format: torch.memory_format | None = None,
+    ) -> Tensor:
+        """Pooled features [R, C, S, S] of the boxes of all images, in ``memory_format``
+        (default: the layout of the maps)."""
         xs = [features[f] for f in self.in_features]
         rois = boxes_to_rois(boxes).to(dtype=xs[0].dtype, device=xs[0].device)
         if len(xs) == 1:
@@ -113,8 +120,10 @@ class RoIPooler(nn.Module):
                 )
                 - self.min_level
             )
-        channels_last = xs[0].is_contiguous(memory_format=torch.channels_last)
-        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        if memory_format is None:
+            channels_last = xs[0].is_contiguous(memory_format=torch.channels_last)
+            memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        fmt = memory_format
         workers = parallel_workers(rois.device)
         per_piece = ATEN_GRAIN_SIZE // (xs[0].shape[1] * self.resolution**2)
         if workers > 1 and per_piece >= MIN_ROIS_PER_PIECE:

@@ -98,10 +98,14 @@ class RoIHeads(nn.Module):
 
     # ------------------------------------------------------------------ inference
     def box_outputs(
-        self, features: dict[str, Tensor], proposals: Sequence[Tensor]
+        self,
+        features: dict[str, Tensor],
+        proposals: Sequence[Tensor],
+        memory_format: torch.memory_format | None = None,
     ) -> tuple[Tensor, Tensor]:
-        """Class logits [N, K+1] and deltas [N, 4K] for the proposals of all images."""
-        x = self.box_pooler(features, proposals)
+        """Class logits [N, K+1] and deltas [N, 4K] for the proposals of all images
+        (``memory_format``: of the pooled features; default the maps' own)."""
+        x = self.box_pooler(features, proposals, memory_format=memory_format)
         return self.box_predictor(self.box_head(x))
 
     def predict_boxes(
@@ -149,16 +153,22 @@ class RoIHeads(nn.Module):
         return results
 
     def predict_densepose(
-        self, features: dict[str, Tensor], boxes: Sequence[Tensor]
+        self,
+        features: dict[str, Tensor],
+        boxes: Sequence[Tensor],
+        memory_format: torch.memory_format | None = None,
     ) -> dict[str, Tensor]:
-        """DensePose outputs for the given boxes (resized frame) of all images, concatenated."""
+        """DensePose outputs for the given boxes (resized frame) of all images, concatenated
+        (``memory_format``: of the pooled features; default the maps' own)."""
         n = sum(len(b) for b in boxes)
         if n == 0:
             ref = next(iter(features.values()))
             return {
                 k: ref.new_zeros((0, *shape)) for k, shape in self.densepose_output_shapes.items()
             }
-        x = self.densepose_pooler(self.densepose_features(features), boxes)
+        x = self.densepose_pooler(
+            self.densepose_features(features), boxes, memory_format=memory_format
+        )
         return self.densepose_predictor(self.densepose_head(x))
 
     def densepose_features(self, features: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -264,6 +274,23 @@ class RoIHeads(nn.Module):
         return dict(self.densepose_loss(outputs, dp_targets))
 
     # ------------------------------------------------------------------ forward
+    def pooling_layout(
+        self, features: dict[str, Tensor]
+    ) -> tuple[dict[str, Tensor], torch.memory_format]:
+        """``features`` with the maps the poolers read in NCHW layout, and the layout the heads
+        run in (the maps' own). torchvision's RoIAlign kernels read NCHW and copy a
+        channels_last map at every call; converting once here spares the second copy (both
+        poolers read P2, the largest map)."""
+        pooled = {*self.box_pooler.in_features, *self.densepose_pooler.in_features}
+        maps = [x for name, x in features.items() if name in pooled and x.dim() == 4]
+        channels_last = bool(maps) and maps[0].is_contiguous(memory_format=torch.channels_last)
+        layout = torch.channels_last if channels_last else torch.contiguous_format
+        converted = {
+            name: x.contiguous() if name in pooled and x.dim() == 4 else x
+            for name, x in features.items()
+        }
+        return converted, layout
+
     def forward(
         self,
         features: dict[str, Tensor],
@@ -280,9 +307,10 @@ class RoIHeads(nn.Module):
             losses = self.box_losses(samples, targets, logits, deltas)
             losses.update(self.densepose_losses(features, samples, targets))
             return [], losses
-        logits, deltas = self.box_outputs(features, proposals)
+        features, layout = self.pooling_layout(features)
+        logits, deltas = self.box_outputs(features, proposals, layout)
         detections = self.predict_boxes(proposals, logits, deltas, image_sizes)
-        dp = self.predict_densepose(features, [d["boxes"] for d in detections])
+        dp = self.predict_densepose(features, [d["boxes"] for d in detections], layout)
         counts = [len(d["boxes"]) for d in detections]
         for d, *chunks in zip(detections, *(dp[k].split(counts) for k in dp)):
             d["densepose"] = dict(zip(dp.keys(), chunks))
