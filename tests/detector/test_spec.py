@@ -38,6 +38,24 @@ def test_misspelled_settings_name_their_path(tiny_components):
     assert "densepose.pooler.resoluton: Extra inputs are not permitted" in errors(data)
 
 
+def test_misspelled_keys_name_the_closest_known_key(tiny_components):
+    data = tiny_spec(rpn={"head": {"type": "tiny_rpn"}, "nms_thres": 0.5})
+    data["test"] = {"score_threshold": 0.1, "nms_thresh": 3, "zzz": 1}
+    data["densepose"]["head"] = {"type": "tiny_dp", "chanels": 8}
+    text = errors(data)
+    assert "rpn.nms_thres: Extra inputs are not permitted (did you mean 'nms_thresh'?)" in text
+    assert (
+        "test.score_threshold: Extra inputs are not permitted (did you mean 'score_thresh'?)"
+        in text
+    )
+    assert "test.zzz: Extra inputs are not permitted (known keys: score_thresh, " in text
+    assert (
+        "densepose.head.chanels: Extra inputs are not permitted (did you mean 'channels'?)" in text
+    )
+    # other errors keep their own message, with no hint
+    assert "test.nms_thresh: Input should be less than or equal to 1\n" in text + "\n"
+
+
 def test_misspelled_component_option_names_its_path(tiny_components):
     data = tiny_spec()
     data["densepose"]["head"] = {"type": "tiny_dp", "chanels": 8}

@@ -27,10 +27,13 @@ from pydantic import (
     SerializeAsAny,
     SerializerFunctionWrapHandler,
     ValidationError,
+    ValidatorFunctionWrapHandler,
     create_model,
     model_serializer,
+    model_validator,
 )
 from pydantic.fields import FieldInfo
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from fnl_core import registry
 from fnl_core.groups import normalize_group
@@ -44,14 +47,52 @@ class ShapeSpec:
     stride: int
 
 
-class ComponentConfig(BaseModel):
+class SpecModel(BaseModel):
+    """Base of spec sections and component configs: unknown keys are refused, and the error
+    names the closest known key (``test.score_threshold: Extra inputs are not permitted (did
+    you mean 'score_thresh'?)``) or, with none close, the keys there are."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _name_known_keys(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        try:
+            return handler(data)
+        except ValidationError as exc:
+            if not any(e["type"] == "extra_forbidden" and len(e["loc"]) == 1 for e in exc.errors()):
+                raise
+            details = [
+                InitErrorDetails(
+                    type=PydanticCustomError(e["type"], e["msg"] + _key_hint(cls, e)),
+                    loc=e["loc"],
+                    input=e["input"],
+                )
+                for e in exc.errors()
+            ]
+            raise ValidationError.from_exception_data(exc.title, details) from None
+
+
+def _key_hint(model: type[BaseModel], error: Any) -> str:
+    """`` (did you mean 'x'?)`` for an unknown key of ``model`` itself (else '')."""
+    loc = error["loc"]
+    if error["type"] != "extra_forbidden" or len(loc) != 1 or not isinstance(loc[0], str):
+        return ""
+    import difflib
+
+    known = [name for name in model.model_fields if not name.startswith("_")]
+    close = difflib.get_close_matches(loc[0], known, n=1, cutoff=0.6)
+    if close:
+        return f" (did you mean {close[0]!r}?)"
+    return f" (known keys: {', '.join(known)})"
+
+
+class ComponentConfig(SpecModel):
     """Base of every component's config class: its fields are the component's options.
 
     Subclasses declare ``type: Literal["name"] = "name"`` (the registered name) and implement
     ``build(...)``, importing heavy dependencies (torch) inside it.
     """
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     type: str
 
@@ -318,6 +359,7 @@ __all__ = [
     "ComponentGroup",
     "ShapeSpec",
     "SpecFileError",
+    "SpecModel",
     "component_group_of",
     "deep_merge",
     "format_validation_error",

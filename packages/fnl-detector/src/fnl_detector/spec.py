@@ -15,10 +15,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from fnl_core import groups
-from fnl_core.spec import Component, deep_merge, parse_override, read_spec_file
+from fnl_core.spec import Component, SpecModel, deep_merge, parse_override, read_spec_file
 
 #: Version written by this release; older spec files are migrated by :func:`migrate_spec`.
 SPEC_VERSION = 1
@@ -27,8 +27,8 @@ SPEC_VERSION = 1
 DEFAULT_SCALE_CLAMP = 4.135166556742356
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+class _Section(SpecModel):
+    """A fixed section of the detector spec (unknown keys are errors naming the closest one)."""
 
 
 class InputSpec(_Section):
