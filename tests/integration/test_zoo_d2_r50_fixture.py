@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from zoo_fixture_utils import (
     DETECTION_OVERRIDES,
     assert_close,
+    check_box_branch,
     fixtures_root,
     image_tensor,
     load_outputs,
@@ -178,27 +179,7 @@ def test_proposals_as_a_set(model, ref, features):
 
 
 def test_box_branch_and_detections(model, ref, features):
-    from fnl_detector.modeling.transform import ImageTransform
-
-    heads = model.roi_heads
-    proposals = [torch.from_numpy(ref["proposal_boxes"])]
-    with torch.inference_mode():
-        logits, deltas = heads.box_outputs(features, proposals)
-        assert_close("box_class_logits", logits, ref["box_class_logits"])
-        assert_close("box_deltas", deltas, ref["box_deltas"])
-        (det,) = heads.predict_boxes(
-            proposals,
-            torch.from_numpy(ref["box_class_logits"]),
-            torch.from_numpy(ref["box_deltas"]),
-            [sizes(ref, "resized_image_size_hw")],
-        )
-    assert det["proposal_index"].tolist() == ref["det_proposal_indices"].tolist()
-    assert (det["labels"] - 1).tolist() == ref["det_classes"].tolist()
-    assert_close("det_scores", det["scores"], ref["det_scores"])
-    boxes, _ = ImageTransform.postprocess(
-        det["boxes"], sizes(ref, "resized_image_size_hw"), sizes(ref, "input_image_size_hw")
-    )
-    assert_close("det_boxes", boxes, ref["det_boxes"])
+    check_box_branch(model, ref, features)
 
 
 def test_decoder_pooler_head_and_predictor(model, ref, features):

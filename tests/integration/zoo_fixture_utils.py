@@ -88,3 +88,29 @@ def run_resized(model, ref: dict[str, np.ndarray]) -> dict:
     )
     assert bool(keep.all())
     return {**pred, "boxes": boxes}
+
+
+def check_box_branch(model, ref: dict[str, np.ndarray], features: dict) -> None:
+    """The box branch from the reference proposals: class logits and deltas, then the
+    detections (kept proposals, classes, scores, boxes in the input frame)."""
+    from fnl_detector.modeling.transform import ImageTransform
+
+    heads = model.roi_heads
+    proposals = [torch.from_numpy(ref["proposal_boxes"])]
+    with torch.inference_mode():
+        logits, deltas = heads.box_outputs(features, proposals)
+        assert_close("box_class_logits", logits, ref["box_class_logits"])
+        assert_close("box_deltas", deltas, ref["box_deltas"])
+        (det,) = heads.predict_boxes(
+            proposals,
+            torch.from_numpy(ref["box_class_logits"]),
+            torch.from_numpy(ref["box_deltas"]),
+            [sizes(ref, "resized_image_size_hw")],
+        )
+    assert det["proposal_index"].tolist() == ref["det_proposal_indices"].tolist()
+    assert (det["labels"] - 1).tolist() == ref["det_classes"].tolist()
+    assert_close("det_scores", det["scores"], ref["det_scores"])
+    boxes, _ = ImageTransform.postprocess(
+        det["boxes"], sizes(ref, "resized_image_size_hw"), sizes(ref, "input_image_size_hw")
+    )
+    assert_close("det_boxes", boxes, ref["det_boxes"])
