@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from train_fakes import FakeDataset, FakeDetector
+from train_fakes import FakeDataset, FakeDetector, tiny_config
 
 from fnl_detector.train.checkpoint import (
     STATE_FILE,
@@ -24,19 +24,7 @@ from fnl_detector.train.schedule import WarmupStepSchedule
 
 
 def _config(**kw) -> TrainConfig:
-    base = dict(
-        iters=8,
-        batch_size=4,
-        lr=0.05,
-        steps=(6,),
-        warmup_iters=2,
-        log_period=2,
-        checkpoint_period=100,
-        device="cpu",
-        seed=3,
-    )
-    base.update(kw)
-    return TrainConfig(**base)
+    return tiny_config(**{**kw})
 
 
 def _fake(**kw) -> FakeDetector:

@@ -10,7 +10,7 @@ import threading
 
 import pytest
 import torch
-from train_fakes import FakeDataset, FakeDetector
+from train_fakes import FakeDataset, FakeDetector, tiny_config
 
 from fnl_detector.train.checkpoint import CheckpointDir, CheckpointError, atomic_write_bytes
 from fnl_detector.train.config import TrainConfig
@@ -19,18 +19,7 @@ from fnl_detector.train.loop import RunExistsError, Trainer, TrainingInterrupted
 
 
 def _config(**kw) -> TrainConfig:
-    base = dict(
-        iters=8,
-        batch_size=4,
-        lr=0.05,
-        steps=(6,),
-        warmup_iters=2,
-        log_period=1,
-        checkpoint_period=100,
-        device="cpu",
-        seed=3,
-    )
-    return TrainConfig(**{**base, **kw})
+    return tiny_config(**{"log_period": 1, **kw})
 
 
 def _fake(cls=FakeDetector, **kw) -> FakeDetector:

@@ -73,3 +73,21 @@ class FakeDetector(nn.Module):
         # a random draw, like RoI sampling: resume must restore the RNG for equal results
         weight = 0.01 * (1 + torch.rand(()))
         return {"loss_box_reg": reg, "loss_box_cls": pred.abs().mean() * weight}
+
+
+def tiny_config(**kw):
+    """A TrainConfig of 8 CPU steps (batch 4, LR 0.05 dropping at step 6); ``kw`` overrides."""
+    from fnl_detector.train.config import TrainConfig
+
+    base = dict(
+        iters=8,
+        batch_size=4,
+        lr=0.05,
+        steps=(6,),
+        warmup_iters=2,
+        log_period=2,
+        checkpoint_period=100,
+        device="cpu",
+        seed=3,
+    )
+    return TrainConfig(**{**base, **kw})
