@@ -9,11 +9,14 @@ uint8 image at the test size with exactly K detections. The model is exported on
 images); then, for each thread count, three paths run alternately, each end to end from the
 uint8 image to boxes and DensePose outputs in the original frame:
 
+* ``pytorch_plain``: the PyTorch model as built (``Predictor(optimize=False)``, what
+  ``fnl bench --plain`` times);
 * ``pytorch``: :class:`fnl_detector.Predictor` (the default user path: BN folded,
   channels_last, parallel RoIAlign/NMS), ``torch.set_num_threads(t)``;
 * ``onnx_fp32`` / ``onnx_int8``: :class:`fnl_runtime.Runtime` with ``t`` intra-op threads.
 
-Each row gives the median and the spread (min, max) over the runs, the ratio to PyTorch, the
+Each row gives the median and the spread (min, max) over the runs, the ratios to the plain
+model, to the Predictor and to ONNX Runtime fp32, the
 1-minute load average before and after (the machine may be shared: compare rows of one run
 only), file sizes, and for int8 the time spent per operator type (onnxruntime profile).
 """
@@ -94,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         calibrate_batch_norm(model, [image.float()])
     predictor = Predictor.from_model(model, optimize=True)
+    plain = Predictor.from_model(model, optimize=False)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         export_onnx(model, folder, pixels)
@@ -110,15 +114,22 @@ def main(argv: list[str] | None = None) -> int:
                 "onnx_fp32": Runtime(folder, threads=threads),
                 "onnx_int8": Runtime(folder, int8=True, threads=threads),
             }
-            counts = {"pytorch": len(predictor(pixels)["boxes"])}
+            counts = {
+                "pytorch_plain": len(plain(pixels)["boxes"]),
+                "pytorch": len(predictor(pixels)["boxes"]),
+            }
             counts.update({k: len(r(pixels)["boxes"]) for k, r in runtimes.items()})
             if any(n != args.detections for n in counts.values()):
                 raise RuntimeError(f"expected {args.detections} detections, got {counts}")
             load_before = os.getloadavg()[0]
-            fns = [lambda: predictor(pixels), *(lambda r=r: r(pixels) for r in runtimes.values())]
+            fns = [
+                lambda: plain(pixels),
+                lambda: predictor(pixels),
+                *(lambda r=r: r(pixels) for r in runtimes.values()),
+            ]
             times = time_models(fns, runs=args.runs, warmup=args.warmup)
             load_after = os.getloadavg()[0]
-            med = dict(zip(["pytorch", *runtimes], (median(t) for t in times)))
+            med = dict(zip(["pytorch_plain", "pytorch", *runtimes], (median(t) for t in times)))
             for (path, ms), t in zip(med.items(), times):
                 rows.append(
                     {
@@ -127,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
                         "median_ms": round(ms, 1),
                         "min_ms": round(min(t), 1),
                         "max_ms": round(max(t), 1),
+                        "speedup_vs_pytorch_plain": round(med["pytorch_plain"] / ms, 3),
                         "speedup_vs_pytorch": round(med["pytorch"] / ms, 3),
                         "speedup_vs_onnx_fp32": round(med["onnx_fp32"] / ms, 3),
                         "detections": counts[path],

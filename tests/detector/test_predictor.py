@@ -67,7 +67,12 @@ def test_optimized_predictor_equals_plain_model(calibrated):
     fast = Predictor(spec, weights, device="cpu")
     plain = Predictor(spec, weights, device="cpu", optimize=False)
     assert fast.optimizations["fold_bn"] == 1 and fast.optimizations["channels_last"]
-    assert plain.optimizations == {"fold_bn": 0, "channels_last": False, "parallel_ops": False}
+    assert plain.optimizations == {
+        "fold_bn": 0,
+        "channels_last": False,
+        "parallel_ops": False,
+        "backend": "torch",
+    }
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in plain.model.modules())
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.model.modules())
     image = _image()
@@ -206,6 +211,7 @@ def test_bench_plain_times_the_unoptimised_model(tiny_components, tmp_path):
         "fold_bn": 0,
         "channels_last": False,
         "parallel_ops": False,
+        "backend": "torch",
     }
     assert not user["plain"] and user["optimizations"]["fold_bn"] == 1
     assert user["optimizations"]["channels_last"] and user["detections"] == 3

@@ -205,6 +205,11 @@ class Predictor:
             channels_last defaults to True on CPU.
         parallel_ops: run RoIAlign/NMS pieces side by side (bit-identical); default: ``optimize``.
         max_pixels: images with more pixels are refused (:class:`fnl_core.errors.ImageReadError`).
+        backend: ``"torch"`` (default) or ``"onnxruntime"``: the model exported once to ONNX,
+            verified against PyTorch and cached (:mod:`fnl_detector.onnx_backend`), then run by
+            ONNX Runtime on the CPU with ``threads`` intra-op threads; same preprocessing and
+            result format, outputs equal to PyTorch's within the export's tolerances. Needs
+            the ``fnl-detector[export]`` extra.
 
     Each image may be a path, a PIL image or an H×W×3 uint8 RGB array; a list runs as one
     batched forward pass (images are padded to the largest, bottom/right). Per image the result
@@ -229,6 +234,7 @@ class Predictor:
         channels_last: bool | None = None,
         parallel_ops: bool | None = None,
         max_pixels: int | None = MAX_PIXELS,
+        backend: str = "torch",
     ) -> None:
         if threads is not None:
             if threads < 1:
@@ -243,6 +249,8 @@ class Predictor:
             channels_last=channels_last,
             parallel_ops=parallel_ops,
             max_pixels=max_pixels,
+            backend=backend,
+            threads=threads,
         )
 
     @classmethod
@@ -256,6 +264,8 @@ class Predictor:
         channels_last: bool | None = None,
         parallel_ops: bool | None = None,
         max_pixels: int | None = MAX_PIXELS,
+        backend: str = "torch",
+        threads: int | None = None,
     ) -> Predictor:
         """A predictor around an existing detector (on the device it is on).
 
@@ -276,6 +286,8 @@ class Predictor:
             channels_last=channels_last,
             parallel_ops=parallel_ops,
             max_pixels=max_pixels,
+            backend=backend,
+            threads=threads,
         )
         return self
 
@@ -289,7 +301,24 @@ class Predictor:
         channels_last: bool | None,
         parallel_ops: bool | None,
         max_pixels: int | None,
+        backend: str = "torch",
+        threads: int | None = None,
     ) -> None:
+        if backend not in BACKENDS:
+            raise InputError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        self.backend = backend
+        #: the ONNX Runtime session of ``backend="onnxruntime"`` (else None)
+        self.onnx: Any = None
+        if backend == "onnxruntime":
+            if device.type != "cpu" or is_quantized(model):
+                raise InputError(
+                    "backend onnxruntime runs float models on the CPU (use fnl export --int8 and "
+                    "fnl run for int8 graphs)"
+                )
+            from fnl_detector.onnx_backend import OnnxBackend
+
+            self.onnx = OnnxBackend(model, threads=threads)
+            optimize = False  # the graph has its own optimisations (BN folded at export)
         self.device = device
         self.model = model.to(device)
         self.spec = getattr(model, "spec", None)
@@ -306,6 +335,7 @@ class Predictor:
             )
             model.train(was_training)
         self.optimizations["parallel_ops"] = self.parallel_ops
+        self.optimizations["backend"] = backend
         input_spec = getattr(self.spec, "input", None)
         self.resize_mode = getattr(input_spec, "resize", "interpolate")
 
@@ -339,8 +369,11 @@ class Predictor:
         batch = [images] if single else list(images)
         if not batch:
             return []
-        tensors, originals = self.preprocess(batch)
-        outputs = self.forward(tensors, originals)
+        if self.onnx is not None:
+            outputs, originals = self._run_onnx(batch)
+        else:
+            tensors, originals = self.preprocess(batch)
+            outputs = self.forward(tensors, originals)
         results = []
         for out, size in zip(outputs, originals, strict=True):
             result = {**_to_cpu(out), "image_size": size}
@@ -348,6 +381,31 @@ class Predictor:
                 result.update(full_image_iuv(result, iuv_min_score))
             results.append(result)
         return results[0] if single else results
+
+    def _run_onnx(
+        self, images: Sequence[Any]
+    ) -> tuple[list[dict[str, Any]], list[tuple[int, int]]]:
+        """The ONNX Runtime backend, image by image: read and resize as :meth:`preprocess`
+        does, run the graph, boxes back to each original frame (as the model does)."""
+        from fnl_detector.modeling.transform import ImageTransform
+
+        outputs, originals = [], []
+        for image in images:
+            array = read_image(image, max_pixels=self.max_pixels)
+            original = array.shape[:2]
+            resized = resize_image(array, self.input_size(*original))
+            out = {k: torch.from_numpy(v) for k, v in self.onnx.run(resized).items()}
+            boxes, keep = ImageTransform.postprocess(out["boxes"], resized.shape[:2], original)
+            outputs.append(
+                {
+                    "boxes": boxes[keep],
+                    "scores": out["scores"][keep],
+                    "labels": out["labels"][keep].long(),
+                    "densepose": {k: out[k][keep] for k in self.onnx.densepose_outputs},
+                }
+            )
+            originals.append(original)
+        return outputs, originals
 
     def forward(
         self, tensors: list[torch.Tensor], original_sizes: list[tuple[int, int]]
@@ -367,6 +425,11 @@ class Predictor:
         finally:
             set_parallel_ops(previous)
             model.train(was_training)
+
+
+#: What runs the network: PyTorch (default), or the model exported once to ONNX and run by
+#: ONNX Runtime (:mod:`fnl_detector.onnx_backend`).
+BACKENDS = ("torch", "onnxruntime")
 
 
 def full_image_iuv(result: dict[str, Any], min_score: float = 0.0) -> dict[str, Any]:
@@ -401,6 +464,7 @@ def _to_cpu(value: Any) -> Any:
 
 
 __all__ = [
+    "BACKENDS",
     "Predictor",
     "example_image",
     "full_image_iuv",

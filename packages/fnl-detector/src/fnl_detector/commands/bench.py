@@ -54,6 +54,13 @@ def _configure(parser: argparse.ArgumentParser) -> None:
         help="time the unoptimised model (as built: no BN folding, NCHW, serial RoIAlign/NMS); "
         "without it, the Predictor as fnl predict and the Python API run it",
     )
+    parser.add_argument(
+        "--backend",
+        choices=("torch", "onnxruntime"),
+        default="torch",
+        help="time the Predictor on PyTorch (default) or on ONNX Runtime (exported once, "
+        "checked against PyTorch; needs fnl-detector[export])",
+    )
     parser.add_argument("--no-fold-bn", action="store_true", help="keep BatchNorm layers")
     parser.add_argument(
         "--channels-last",
@@ -86,6 +93,7 @@ def run_benchmark(
     fold_bn: bool = True,
     channels_last: bool = True,
     parallel_ops: bool = True,
+    backend: str = "torch",
     progress: Any = None,
 ) -> list[dict[str, Any]]:
     """Median latency of each model's :class:`~fnl_detector.Predictor` on one uint8 image
@@ -93,7 +101,8 @@ def run_benchmark(
 
     Each model is built with the benchmark overrides (exactly ``detections`` detections, short
     side ``size``), its BatchNorm statistics calibrated on the image (weights are random), then
-    wrapped by ``Predictor.from_model`` with the speed-ups (or none with ``plain``).
+    wrapped by ``Predictor.from_model`` with the speed-ups (or none with ``plain``), on the
+    ``backend`` (``"onnxruntime"``: exported and verified first; ``plain`` is always PyTorch).
     ``ratio`` is the speed-up over the first model: its median divided by this one's.
     """
     import torch
@@ -133,6 +142,8 @@ def run_benchmark(
             fold_bn=fold_bn,
             channels_last=channels_last and dev.type == "cpu",
             parallel_ops=parallel_ops and not plain,
+            backend="torch" if plain else backend,
+            threads=threads,
         )
         got = len(predictor(pixels)["boxes"])
         if got != detections:
@@ -187,6 +198,7 @@ def _run(args: argparse.Namespace) -> int:
         fold_bn=not args.no_fold_bn,
         channels_last=args.channels_last,
         parallel_ops=args.parallel_ops,
+        backend=args.backend,
         progress=lambda message: print(message, file=sys.stderr, flush=True),
     )
     if args.json:

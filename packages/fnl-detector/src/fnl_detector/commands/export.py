@@ -73,26 +73,6 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
-def verification_images(model: Any, path: str | Path | None) -> list[Any]:
-    """Two resized uint8 images of different sizes and aspect ratios: ``path`` (or a synthetic
-    image at the test size) and a crop of it, resized by the runtime's rule (upscaled)."""
-    import numpy as np
-
-    from fnl_core.imaging import read_image, resize_shortest_edge
-
-    t = model.transform
-    if path is None:
-        from fnl_detector.analysis import benchmark_image
-
-        tensor = benchmark_image(t.min_size_test).permute(1, 2, 0)
-        image = tensor.round().clamp(0, 255).byte().numpy()
-    else:
-        image = read_image(path)
-    h, w = image.shape[:2]
-    crop = np.ascontiguousarray(image[: max(h * 2 // 3, 8), w // 8 : max(w * 5 // 8, w // 8 + 8)])
-    return [resize_shortest_edge(i, t.min_size_test, t.max_size_test) for i in (image, crop)]
-
-
 def calibration_images(model: Any, data: str, count: int) -> list[Any]:
     """The first ``count`` training images of ``data``, resized by the runtime's rule."""
     import numpy as np
@@ -112,34 +92,6 @@ def calibration_images(model: Any, data: str, count: int) -> list[Any]:
     ]
 
 
-def _verify(model: Any, out: Path, images: list[Any], opset: int) -> dict[str, Any]:
-    """Verify the written graph; when the check would be vacuous (no detection on the
-    verification images) verify a copy exported with score threshold 0 instead, whose graph
-    differs from the written one only in that constant."""
-    import tempfile
-
-    from fnl_detector.export import MODEL_FILE, export_onnx, verify_onnx
-
-    report = verify_onnx(model, out / MODEL_FILE, images)
-    if report["detections"] > 0:
-        report["forced_detections"] = None
-        return report
-    before = model.roi_heads.score_thresh
-    model.roi_heads.score_thresh = 0.0
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            export_onnx(model, tmp, images[0], opset=opset)
-            forced = verify_onnx(model, Path(tmp) / MODEL_FILE, images)
-    finally:
-        model.roi_heads.score_thresh = before
-    forced["forced_detections"] = (
-        f"no detection above test.score_thresh={before} on the verification images: "
-        "verified a copy exported with score threshold 0 (same graph otherwise)"
-    )
-    forced["written_graph"] = {k: v for k, v in report.items() if k != "tolerances"}
-    return forced
-
-
 def run_export(
     spec: Any,
     out: str | Path,
@@ -155,8 +107,8 @@ def run_export(
     calib_images: int = 16,
 ) -> dict[str, Any]:
     """Build (and load or calibrate) the model, export it, and compare onnxruntime with
-    PyTorch on two images (:func:`verification_images`). With ``int8`` also write the
-    quantised graph. Returns the manifest's content plus its path."""
+    PyTorch on two images (:func:`fnl_detector.export.verification_images`). With ``int8``
+    also write the quantised graph. Returns the manifest's content plus its path."""
     import torch
 
     from fnl_detector.analysis import calibrate_batch_norm
@@ -170,6 +122,8 @@ def run_export(
         export_onnx,
         quantize_onnx,
         require_export_deps,
+        verification_images,
+        verify_export,
         write_json_atomic,
     )
     from fnl_detector.spec import load_spec
@@ -194,7 +148,7 @@ def run_export(
     manifest = json.loads(path.read_text())
     manifest["weights"] = note
     if verify:
-        manifest["verification"] = _verify(model, out, images, opset)
+        manifest["verification"] = verify_export(model, out, images, opset)
     if int8:
         calib = calibration_images(model, calib_data, calib_images)
         info = quantize_onnx(out / MODEL_FILE, out / INT8_FILE, calib)

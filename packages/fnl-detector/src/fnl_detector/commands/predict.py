@@ -83,6 +83,13 @@ def _configure(parser: argparse.ArgumentParser) -> None:
         help="run the model as built (no BN folding, channels_last or parallel RoI ops)",
     )
     parser.add_argument(
+        "--backend",
+        choices=("torch", "onnxruntime"),
+        default="torch",
+        help="what runs the network: PyTorch (default) or ONNX Runtime (the model exported "
+        "once, checked against PyTorch and cached; needs fnl-detector[export])",
+    )
+    parser.add_argument(
         "--show",
         default="parts",
         metavar="WHAT",
@@ -111,6 +118,7 @@ def _run(args: argparse.Namespace) -> int:
         device=args.device,
         threads=args.threads,
         optimize=not args.plain,
+        backend=args.backend,
     )
     from fnl_core.prediction_writer import output_names
 

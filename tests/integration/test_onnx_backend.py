@@ -1,0 +1,132 @@
+"""``Predictor(backend="onnxruntime")`` and ``fnl predict --backend onnxruntime``: the model is
+exported once, verified, cached by content, and gives PyTorch's predictions."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnx")
+
+from fnl_core.errors import InputError
+from fnl_detector.predictor import Predictor
+
+OVERRIDES = [
+    "input.min_size_test=128",
+    "input.max_size_test=256",
+    "test.score_thresh=0.0",
+    "test.detections_per_image=4",
+]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread_and_a_private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("FNL_CACHE_DIR", str(tmp_path / "cache"))
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _model_and_image():
+    from fnl_detector.analysis import benchmark_image, calibrate_batch_norm
+    from fnl_detector.build import build_detector
+    from fnl_detector.spec import load_spec
+
+    torch.manual_seed(0)
+    model = build_detector(load_spec("mobile_parsing_rcnn_b", OVERRIDES)).eval()
+    image = benchmark_image(128).round().to(torch.uint8)
+    calibrate_batch_norm(model, [image.float()])
+    pixels = np.ascontiguousarray(benchmark_image(150).round().byte().permute(1, 2, 0).numpy())
+    return model, pixels[:, :140]  # not the test size: the resize is exercised
+
+
+def test_onnxruntime_backend_gives_the_torch_predictions_and_caches_the_export(
+    tmp_path, monkeypatch
+):
+    from fnl_detector import export
+
+    model, image = _model_and_image()
+    torch_pred = Predictor.from_model(model, optimize=False)(image, iuv=True)
+    ort = Predictor.from_model(model, backend="onnxruntime", threads=1)
+    assert ort.optimizations["backend"] == "onnxruntime"
+    manifest = json.loads((ort.onnx.folder / export.MANIFEST).read_text())
+    assert manifest["verification"]["ok"] and manifest["verification"]["matched"] > 0
+    got = ort(image, iuv=True)
+    assert len(got["boxes"]) == len(torch_pred["boxes"]) == 4
+    assert got["image_size"] == torch_pred["image_size"] == image.shape[:2]
+    torch.testing.assert_close(got["boxes"], torch_pred["boxes"], rtol=0, atol=1e-2)
+    torch.testing.assert_close(got["scores"], torch_pred["scores"], rtol=0, atol=1e-4)
+    assert got["labels"].dtype == torch.int64
+    assert sorted(got["densepose"]) == sorted(torch_pred["densepose"])
+    for key, value in got["densepose"].items():
+        scale = float(torch_pred["densepose"][key].abs().max())
+        assert float((value - torch_pred["densepose"][key]).abs().max()) <= 1e-3 * scale, key
+    differ = (got["iuv"] != torch_pred["iuv"]).any(-1).mean()
+    assert differ < 0.01, f"{differ:.2%} of IUV pixels differ"
+
+    # a second predictor of the same model reuses the verified export
+    def no_export(*args, **kwargs):
+        raise AssertionError("exported again")
+
+    monkeypatch.setattr(export, "export_onnx", no_export)
+    again = Predictor.from_model(model, backend="onnxruntime")
+    assert again.onnx.folder == ort.onnx.folder
+    # other weights are another cache entry
+    with torch.no_grad():
+        next(model.parameters()).add_(0.5)
+    from fnl_detector.onnx_backend import model_key
+
+    assert model_key(model, 17)[:24] != ort.onnx.folder.name
+
+
+def test_a_failed_verification_is_an_error_and_caches_nothing(tmp_path, monkeypatch):
+    from fnl_detector import onnx_backend
+
+    model, _ = _model_and_image()
+
+    def mismatch(*args, **kwargs):
+        return {"ok": False, "matched": 0, "detections": 4, "images": [{"max_diff": {"boxes": 9}}]}
+
+    monkeypatch.setattr("fnl_detector.export.verify_export", mismatch)
+    with pytest.raises(InputError, match="does not reproduce the PyTorch model"):
+        Predictor.from_model(model, backend="onnxruntime")
+    cache = tmp_path / "cache" / "onnx"
+    assert not [p for p in cache.iterdir()], "a failed export left files in the cache"
+    assert onnx_backend.CACHE_FORMAT >= 1
+
+
+def test_an_unknown_backend_is_refused():
+    model, _ = _model_and_image()
+    with pytest.raises(InputError, match="backend must be one of torch, onnxruntime"):
+        Predictor.from_model(model, backend="tensorrt")
+
+
+def test_fnl_predict_on_onnxruntime_writes_what_torch_writes(tmp_path):
+    from PIL import Image
+
+    from fnl_core.cli import main
+    from fnl_detector.convert import save_weights
+
+    model, image = _model_and_image()
+    weights = tmp_path / "b.safetensors"
+    save_weights(model.state_dict(), weights)
+    Image.fromarray(image).save(tmp_path / "x.png")
+    outputs = {}
+    for backend in ("torch", "onnxruntime"):
+        out = tmp_path / backend
+        args = ["predict", str(tmp_path / "x.png"), "--spec", "mobile_parsing_rcnn_b"]
+        args += ["--weights", str(weights), "--out", str(out)]
+        args += ["--min-score", "0", "--backend", backend, "--plain", "--no-progress"]
+        assert main([*args, "--set", *OVERRIDES]) == 0
+        results = json.loads((out / "results.json").read_text())
+        outputs[backend] = (results, np.asarray(Image.open(out / "x_iuv.png")))
+    (torch_results, torch_iuv), (ort_results, ort_iuv) = outputs["torch"], outputs["onnxruntime"]
+    assert len(torch_results) == len(ort_results) == 4
+    for a, b in zip(torch_results, ort_results, strict=True):
+        np.testing.assert_allclose(a["bbox"], b["bbox"], atol=1e-2)
+    assert (torch_iuv != ort_iuv).any(-1).mean() < 0.01
