@@ -17,7 +17,7 @@ height), so both give the same charts up to float rounding.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -30,6 +30,7 @@ __all__ = [
     "resize_bilinear",
     "resized_argmax",
     "sample_channel",
+    "sample_on_parts",
 ]
 
 #: Per-part confidences (25 channels): read at each pixel from its label's channel, 0 on
@@ -123,6 +124,20 @@ def sample_channel(
     return _lerp(row_values[0], row_values[1], wy[rows]).reshape(shape)
 
 
+def sample_on_parts(maps: Sequence[np.ndarray], labels: np.ndarray) -> list[np.ndarray]:
+    """Each of ``maps`` (``[C, H, W]``) sampled by :func:`sample_channel` in each pixel's label
+    channel on the part pixels (``labels > 0``), 0 on background (h x w float32). The part
+    pixels are found once for all the maps."""
+    labels = np.asarray(labels, dtype=np.int64)
+    rows, cols = np.nonzero(labels)
+    out = []
+    for m in maps:
+        values = np.zeros(labels.shape, dtype=np.float32)
+        values[rows, cols] = sample_channel(m, labels, rows, cols)
+        out.append(values)
+    return out
+
+
 def _lerp(a: np.ndarray, b: np.ndarray, weight: np.ndarray) -> np.ndarray:
     """``a (1 - weight) + b weight`` in float32, rounded as torch's x86 CPU bilinear kernel
     rounds it (the first product fused into the addition). Charts at least half the head's
@@ -149,10 +164,7 @@ def densepose_to_iuv(boxes: np.ndarray, densepose: Mapping[str, np.ndarray]) -> 
     for n, (_, _, w, h) in enumerate(xywh.tolist()):
         foreground = resized_argmax(maps[0][n], (h, w)) > 0
         labels = resized_argmax(maps[1][n], (h, w)) * foreground
-        rows, cols = np.nonzero(labels)
-        uv = np.zeros((2, h, w), dtype=np.float32)
-        for k, m in enumerate(maps[2:]):
-            uv[k, rows, cols] = sample_channel(m[n], labels, rows, cols)
+        uv = np.stack(sample_on_parts([m[n] for m in maps[2:]], labels))
         quant = np.clip(uv * np.float32(255), 0, 255).astype(np.uint8)
         out.append(np.concatenate([labels[None].astype(np.uint8), quant]))
     return out
@@ -172,16 +184,11 @@ def chart_confidences(
     xywh = detection_boxes_xywh(boxes)
     out: list[dict[str, np.ndarray]] = []
     for n, ((_, _, w, h), chart) in enumerate(zip(xywh.tolist(), charts, strict=True)):
-        labels = chart[0].astype(np.int64)
-        maps: dict[str, np.ndarray] = {}
+        part_keys = [k for k in keys if k not in BOX_CONFIDENCES]
+        sources = [np.asarray(densepose[k][n]) for k in part_keys]
+        maps = dict(zip(part_keys, sample_on_parts(sources, chart[0])))
         for key in keys:
-            source = np.asarray(densepose[key][n])
             if key in BOX_CONFIDENCES:
-                maps[key] = resize_bilinear(source, (h, w))[0]
-            else:
-                rows, cols = np.nonzero(labels)
-                part = np.zeros(labels.shape, dtype=np.float32)
-                part[rows, cols] = sample_channel(source, labels, rows, cols)
-                maps[key] = part
-        out.append(maps)
+                maps[key] = resize_bilinear(np.asarray(densepose[key][n]), (h, w))[0]
+        out.append({k: maps[k] for k in keys})
     return out

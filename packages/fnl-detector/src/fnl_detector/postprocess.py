@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from fnl_core.charts import sample_channel
+from fnl_core.charts import sample_on_parts
 
 
 def chart_boxes_xywh(boxes: Tensor) -> Tensor:
@@ -52,8 +52,7 @@ def densepose_to_charts(
     out = []
     for n, (_, _, w, h) in enumerate(xywh):
         labels = chart_labels(coarse[n], fine[n], (h, w))
-        uu, vv = (_sample_label_channel(t[n], labels) for t in (u, v))
-        out.append((labels, torch.stack([uu, vv])))
+        out.append((labels, torch.stack(_sample_on_parts([u[n], v[n]], labels))))
     return out
 
 
@@ -96,16 +95,15 @@ def _resized_argmax(maps: Tensor, size_hw: tuple[int, int]) -> Tensor:
     return index
 
 
-def _sample_label_channel(maps: Tensor, labels: Tensor) -> Tensor:
-    """``maps`` ([C, S, S]) resized bilinearly to ``labels``' h x w and read in each pixel's
-    label channel, on foreground pixels (``labels > 0``); 0 on background (float32, on
-    ``labels``' device)."""
-    label_array = labels.cpu().numpy()
-    rows, cols = np.nonzero(label_array)
-    values = sample_channel(maps.detach().float().cpu().numpy(), label_array, rows, cols)
-    out = np.zeros(label_array.shape, dtype=np.float32)
-    out[rows, cols] = values
-    return torch.from_numpy(out).to(labels.device)
+def _sample_on_parts(maps: list[Tensor], labels: Tensor) -> list[Tensor]:
+    """Each of ``maps`` ([C, S, S]) resized bilinearly to ``labels``' h x w and read in each
+    pixel's label channel on part pixels, 0 on background
+    (:func:`fnl_core.charts.sample_on_parts`; float32, on ``labels``' device)."""
+    arrays = [m.detach().float().cpu().numpy() for m in maps]
+    return [
+        torch.from_numpy(values).to(labels.device)
+        for values in sample_on_parts(arrays, labels.cpu().numpy())
+    ]
 
 
 def densepose_to_iuv(boxes: Tensor, densepose: Mapping[str, Tensor]) -> list[np.ndarray]:
@@ -143,16 +141,15 @@ def chart_confidences(
     keys = confidence_keys(densepose)
     xywh = chart_boxes_xywh(boxes).tolist()
     out: list[dict[str, Tensor]] = []
+    part_keys = [k for k in keys if k not in BOX_CONFIDENCES]
     for n, ((_, _, w, h), lab) in enumerate(zip(xywh, labels)):
-        maps: dict[str, Tensor] = {}
+        maps = dict(zip(part_keys, _sample_on_parts([densepose[k][n] for k in part_keys], lab)))
         for key in keys:
             if key in BOX_CONFIDENCES:
                 source = densepose[key][n : n + 1].float()
                 full = F.interpolate(source, size=(h, w), mode="bilinear", align_corners=False)
                 maps[key] = full[0, 0]
-            else:
-                maps[key] = _sample_label_channel(densepose[key][n], lab)
-        out.append(maps)
+        out.append({k: maps[k] for k in keys})
     return out
 
 

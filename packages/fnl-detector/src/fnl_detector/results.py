@@ -46,8 +46,8 @@ def to_coco_results(
     boxes = prediction["boxes"].detach().to(torch.float32).cpu()
     scores = prediction["scores"].detach().cpu().tolist()
     xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1).tolist()
-    extras = detection_extras(prediction, embedder)
     if "embedding" in prediction["densepose"]:
+        extras = detection_extras(prediction, embedder)
         return [
             {
                 "image_id": int(image_id),
@@ -58,18 +58,22 @@ def to_coco_results(
             }
             for box, score, extra in zip(xywh, scores, extras)
         ]
+    charts = _iuv_charts(prediction)
+    extras = detection_extras(prediction, charts=charts)
     out = []
-    for box, score, iuv, extra in zip(xywh, scores, _iuv_charts(prediction), extras):
+    for box, score, iuv, extra in zip(xywh, scores, charts, extras):
         entry = make_result(image_id, box, score, iuv, category_id)
         entry.update(extra)
         out.append(entry)
     return out
 
 
-def detection_extras(prediction: Mapping[str, Any], embedder: Any = None) -> list[dict[str, Any]]:
+def detection_extras(
+    prediction: Mapping[str, Any], embedder: Any = None, charts: list[Any] | None = None
+) -> list[dict[str, Any]]:
     """Per detection, what its result entry carries besides the IUV chart: ``confidences``
     (chart models that predict them), ``cse`` (CSE models, which need ``embedder``), or
-    nothing (empty dicts)."""
+    nothing (empty dicts). ``charts``: the IUV charts when the caller has them already."""
     import torch
 
     boxes = prediction["boxes"].detach().to(torch.float32).cpu()
@@ -78,7 +82,9 @@ def detection_extras(prediction: Mapping[str, Any], embedder: Any = None) -> lis
         return _cse_extras(boxes, dp, embedder)
     if not confidence_keys(dp):
         return [{} for _ in range(len(boxes))]
-    labels = [torch.from_numpy(iuv[0]).long() for iuv in _iuv_charts(prediction)]
+    if charts is None:
+        charts = _iuv_charts(prediction)
+    labels = [torch.from_numpy(iuv[0]).long() for iuv in charts]
     return [
         {"confidences": {k: encode_array(v.float().numpy()) for k, v in conf.items()}}
         for conf in chart_confidences(boxes, dp, labels)
