@@ -10,7 +10,9 @@ each through :class:`fnl_detector.Predictor` (preprocessing included, ``torch.in
 * ``plain``: the model as built (``Predictor(optimize=False)``, what ``fnl bench --plain`` times);
 * ``+parallel_ops``: torchvision's RoIAlign/NMS pieces side by side (bit-identical);
 * ``+channels_last``: and channels_last convolutions;
-* ``+fold_bn``: and BatchNorm folded into the convolutions = the default user path.
+* ``+fold_bn``: and BatchNorm folded into the convolutions = the PyTorch backend;
+* ``onnxruntime``: the model exported once to ONNX and run by ONNX Runtime = the default user
+  path on a CPU with onnxruntime installed (``backend="auto"``; skipped without onnxruntime).
 
 ``ratio`` is the speed-up over the model's ``plain`` variant. OMP_WAIT_POLICY is read when
 torch loads, so it cannot vary within one process: this script sets PASSIVE unless it is set
@@ -38,14 +40,15 @@ from fnl_detector.analysis import (  # noqa: E402
     time_models,
 )
 from fnl_detector.build import build_detector  # noqa: E402
-from fnl_detector.predictor import Predictor  # noqa: E402
+from fnl_detector.predictor import Predictor, onnxruntime_installed  # noqa: E402
 from fnl_detector.spec import load_spec  # noqa: E402
 
 VARIANTS = {
     "plain": {"optimize": False},
     "+parallel_ops": {"optimize": False, "parallel_ops": True},
     "+channels_last": {"optimize": True, "fold_bn": False},
-    "+fold_bn": {"optimize": True},
+    "+fold_bn": {"optimize": True, "backend": "torch"},
+    "onnxruntime": {"optimize": True, "backend": "onnxruntime"},
 }
 
 
@@ -69,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     fns, labels = [], []
     for name in args.models:
         for variant, options in VARIANTS.items():
+            if options.get("backend") == "onnxruntime" and not onnxruntime_installed():
+                continue
             torch.manual_seed(0)
             spec = load_spec(name, benchmark_overrides(args.size, args.detections))
             model = build_detector(spec).eval()

@@ -11,7 +11,7 @@ uint8 image to boxes and DensePose outputs in the original frame:
 
 * ``pytorch_plain``: the PyTorch model as built (``Predictor(optimize=False)``, what
   ``fnl bench --plain`` times);
-* ``pytorch``: :class:`fnl_detector.Predictor` (the default user path: BN folded,
+* ``pytorch``: :class:`fnl_detector.Predictor` on PyTorch (``backend="torch"``: BN folded,
   channels_last, parallel RoIAlign/NMS), ``torch.set_num_threads(t)``;
 * ``onnx_fp32`` / ``onnx_int8``: :class:`fnl_runtime.Runtime` with ``t`` intra-op threads.
 
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         load_weights(model, args.weights)
     else:
         calibrate_batch_norm(model, [image.float()])
-    predictor = Predictor.from_model(model, optimize=True)
+    predictor = Predictor.from_model(model, optimize=True, backend="torch")
     plain = Predictor.from_model(model, optimize=False)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)

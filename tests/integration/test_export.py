@@ -264,7 +264,7 @@ def test_fixture_export_and_fnl_run_reproduce_fnl_predict(tmp_path):
     assert all(r["same"] and r["detections"] == 5 for r in ver["images"]), ver
     assert main(["run", str(tmp_path / "onnx"), image, "--out", str(tmp_path / "run")]) == 0
     assert main(["predict", image, "--weights", weights, "--spec", "mobile_parsing_rcnn_b",
-                 "--out", str(tmp_path / "predict"), *sets]) == 0  # fmt: skip
+                 "--backend", "torch", "--out", str(tmp_path / "predict"), *sets]) == 0  # fmt: skip
     run = json.loads((tmp_path / "run" / "results.json").read_text())
     ref = json.loads((tmp_path / "predict" / "results.json").read_text())
     assert len(run) == len(ref) == 5

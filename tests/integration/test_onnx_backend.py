@@ -1,5 +1,7 @@
 """``Predictor(backend="onnxruntime")`` and ``fnl predict --backend onnxruntime``: the model is
-exported once, verified, cached by content, and gives PyTorch's predictions."""
+exported once, verified, cached by content, and gives PyTorch's predictions. ``"auto"``, the
+default, picks it for optimised float models on the CPU and falls back to PyTorch, warning,
+when the export does not verify."""
 
 from __future__ import annotations
 
@@ -84,13 +86,15 @@ def test_onnxruntime_backend_gives_the_torch_predictions_and_caches_the_export(
     assert model_key(model, 17)[:24] != ort.onnx.folder.name
 
 
+def _mismatch(*args, **kwargs):
+    """A verification report of an export that does not reproduce PyTorch."""
+    return {"ok": False, "matched": 0, "detections": 4, "images": [{"max_diff": {"boxes": 9}}]}
+
+
 def test_a_failed_verification_is_an_error_and_caches_nothing(tmp_path, monkeypatch):
     model, _ = _model_and_image()
 
-    def mismatch(*args, **kwargs):
-        return {"ok": False, "matched": 0, "detections": 4, "images": [{"max_diff": {"boxes": 9}}]}
-
-    monkeypatch.setattr("fnl_detector.export.verify_export", mismatch)
+    monkeypatch.setattr("fnl_detector.export.verify_export", _mismatch)
     with pytest.raises(InputError, match="does not reproduce the PyTorch model"):
         Predictor.from_model(model, backend="onnxruntime")
     cache = tmp_path / "cache" / "onnx"
@@ -99,11 +103,60 @@ def test_a_failed_verification_is_an_error_and_caches_nothing(tmp_path, monkeypa
 
 def test_an_unknown_backend_is_refused():
     model, _ = _model_and_image()
-    with pytest.raises(InputError, match="backend must be one of torch, onnxruntime"):
+    with pytest.raises(InputError, match="backend must be one of auto, torch, onnxruntime"):
         Predictor.from_model(model, backend="tensorrt")
 
 
-def test_fnl_predict_on_onnxruntime_writes_what_torch_writes(tmp_path):
+def test_auto_runs_onnxruntime_where_it_applies(monkeypatch):
+    from fnl_detector import predictor as predictor_module
+    from fnl_detector.predictor import choose_backend
+
+    model, image = _model_and_image()
+    cpu = torch.device("cpu")
+    assert choose_backend(model, cpu) == "onnxruntime"
+    # PyTorch for what the graph cannot be: the plain model, single speed-ups off, GPUs
+    assert choose_backend(model, cpu, optimize=False) == "torch"
+    assert choose_backend(model, cpu, fold_bn=False) == "torch"
+    assert choose_backend(model, cpu, channels_last=False) == "torch"
+    assert choose_backend(model, cpu, parallel_ops=False) == "torch"
+    assert choose_backend(model, torch.device("cuda")) == "torch"
+    auto = Predictor.from_model(model, optimize=True, threads=1)
+    assert auto.backend == "onnxruntime" and auto.onnx is not None
+    explicit = Predictor.from_model(model, backend="onnxruntime", threads=1)
+    for key, value in explicit(image).items():
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(auto(image)[key], value), key
+    view = Predictor.from_model(model, optimize=False)  # evaluation during training
+    assert view.backend == "torch" and view.model is model
+    monkeypatch.setattr(predictor_module, "onnxruntime_installed", lambda: False)
+    assert Predictor.from_model(model, optimize=True).backend == "torch"
+
+
+def test_auto_keeps_torch_for_a_model_that_resizes_itself():
+    from fnl_detector.build import build_detector
+    from fnl_detector.predictor import choose_backend
+    from fnl_detector.spec import load_spec
+
+    spec = load_spec("mobile_parsing_rcnn_b", [*OVERRIDES, "input.resize=interpolate"])
+    model = build_detector(spec).eval()
+    assert choose_backend(model, torch.device("cpu")) == "torch"
+    assert Predictor.from_model(model, optimize=True).backend == "torch"
+    with pytest.raises(InputError, match=r"input\.resize='pil_bilinear_uint8'"):
+        Predictor.from_model(model, backend="onnxruntime")
+
+
+def test_auto_falls_back_to_torch_with_a_warning(tmp_path, monkeypatch):
+    model, image = _model_and_image()
+
+    monkeypatch.setattr("fnl_detector.export.verify_export", _mismatch)
+    with pytest.warns(UserWarning, match="backend auto: ONNX Runtime could not run this model"):
+        predictor = Predictor.from_model(model, optimize=True)
+    assert predictor.backend == "torch" and predictor.onnx is None
+    assert predictor.optimizations["fold_bn"] > 0  # the PyTorch speed-ups apply instead
+    assert len(predictor(image)["boxes"]) == 4
+
+
+def test_fnl_predict_on_onnxruntime_writes_what_torch_writes(tmp_path, capsys):
     from PIL import Image
 
     from fnl_core.cli import main
@@ -114,14 +167,20 @@ def test_fnl_predict_on_onnxruntime_writes_what_torch_writes(tmp_path):
     save_weights(model.state_dict(), weights)
     Image.fromarray(image).save(tmp_path / "x.png")
     outputs = {}
-    for backend in ("torch", "onnxruntime"):
+    for backend in ("torch", "onnxruntime", "default"):
         out = tmp_path / backend
         args = ["predict", str(tmp_path / "x.png"), "--spec", "mobile_parsing_rcnn_b"]
-        args += ["--weights", str(weights), "--out", str(out)]
-        args += ["--min-score", "0", "--backend", backend, "--plain", "--no-progress"]
+        args += ["--weights", str(weights), "--out", str(out), "--min-score", "0", "--no-progress"]
+        args += {"torch": ["--plain"], "onnxruntime": ["--backend", "onnxruntime"]}.get(backend, [])
+        capsys.readouterr()
         assert main([*args, "--set", *OVERRIDES]) == 0
+        run_by = "torch" if backend == "torch" else "onnxruntime"
+        assert f"network run by {run_by}" in capsys.readouterr().out
         results = json.loads((out / "results.json").read_text())
         outputs[backend] = (results, np.asarray(Image.open(out / "x_iuv.png")))
+    # the default is ONNX Runtime here: the same files as asking for it
+    assert outputs["default"][0] == outputs["onnxruntime"][0]
+    assert np.array_equal(outputs["default"][1], outputs["onnxruntime"][1])
     (torch_results, torch_iuv), (ort_results, ort_iuv) = outputs["torch"], outputs["onnxruntime"]
     assert len(torch_results) == len(ort_results) == 4
     for a, b in zip(torch_results, ort_results, strict=True):

@@ -92,6 +92,33 @@ def test_export_without_onnx_or_onnxruntime(module, monkeypatch):
     assert "pip install 'fnl-detector[export]'" in str(info.value)
 
 
+@pytest.mark.parametrize("module", ["onnxruntime", "onnx"])
+def test_predict_without_onnx_or_onnxruntime_runs_pytorch(
+    module, monkeypatch, tmp_path, capsys, recwarn
+):
+    """The default backend needs no extra: without the export packages it is PyTorch, chosen
+    up front (not a failed export falling back with a warning)."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from fnl_detector.build import build_detector
+    from fnl_detector.convert import save_weights
+    from fnl_detector.spec import load_spec
+
+    monkeypatch.setitem(sys.modules, module, None)
+    sets = ["input.min_size_test=96", "input.max_size_test=128", "test.score_thresh=0"]
+    torch.manual_seed(0)
+    weights = tmp_path / "w.safetensors"
+    save_weights(build_detector(load_spec("mobile_parsing_rcnn_b", sets)).state_dict(), weights)
+    Image.fromarray(np.full((80, 100, 3), 128, np.uint8)).save(tmp_path / "x.png")
+    argv = ["predict", str(tmp_path / "x.png"), "--spec", "mobile_parsing_rcnn_b", "--weights"]
+    argv += [str(weights), "--out", str(tmp_path / "out"), "--no-progress", "--set", *sets]
+    assert main(argv) == 0
+    assert "network run by torch" in capsys.readouterr().out
+    assert not [w for w in recwarn if "backend auto" in str(w.message)]
+
+
 def test_cli_prints_a_missing_dependency_in_one_line(capsys):
     def run(args):
         registry.require_module("fnl_no_such_module", purpose="fnl needs-x", extra="fnl-x[y]")

@@ -369,8 +369,8 @@ def _check_results_against_reference(results: list[dict], ref, prefix: str, ties
 @pytest.mark.parametrize("plain", [False, True], ids=["optimized", "plain"])
 def test_fnl_predict_reproduces_the_reference_from_input_png(ref, tmp_path, plain):
     """``fnl predict input.png`` with the reference checkpoint writes the reference's
-    detections: the default (optimised) path within the folding tolerance above, ``--plain``
-    with identical chart labels."""
+    detections: the default path (ONNX Runtime where installed, else the optimised PyTorch
+    model) within the folding tolerance above, ``--plain`` with identical chart labels."""
     from fnl_core.cli import main
 
     out = tmp_path / "out"
@@ -387,24 +387,28 @@ def test_fnl_predict_reproduces_the_reference_from_input_png(ref, tmp_path, plai
 
 
 @needs_mobile_b
-@pytest.mark.parametrize("optimize", [True, False], ids=["optimized", "plain"])
-def test_predictor_equals_the_reference(ref, optimize):
-    """The plain Predictor agrees with the reference within RTOL, the optimised one (BN folded,
-    channels_last, parallel RoI ops) within FOLDED_RTOL."""
+@pytest.mark.parametrize("setting", ["default", "torch", "plain"])
+def test_predictor_equals_the_reference(ref, setting):
+    """The plain Predictor agrees with the reference within RTOL; the optimised PyTorch one (BN
+    folded, channels_last, parallel RoI ops) and the default (ONNX Runtime where installed)
+    within FOLDED_RTOL."""
     from fnl_detector import Predictor
     from fnl_detector.results import to_coco_results
 
+    options = {"default": {}, "torch": {"backend": "torch"}, "plain": {"optimize": False}}
     predictor = Predictor(
         "mobile_parsing_rcnn_b",
         MOBILE_B / "model_final.pth",
         overrides=REFERENCE_OVERRIDES,
         device="cpu",
         threads=2,
-        optimize=optimize,
+        **options[setting],
     )
-    assert predictor.optimizations["fold_bn"] == (72 if optimize else 0)
+    optimize = setting != "plain"
+    if predictor.backend == "torch":
+        assert predictor.optimizations["fold_bn"] == (72 if optimize else 0)
     pred = predictor(MOBILE_B / "input.png")
-    name = "optimized" if optimize else "plain"
+    name = f"{setting} ({predictor.backend})"
     for key in ("coarse_segm", "fine_segm", "u", "v"):
         got, want = pred["densepose"][key], torch.from_numpy(ref[f"dp_{key}"])
         deviation = float((got - want).abs().max() / want.abs().max())

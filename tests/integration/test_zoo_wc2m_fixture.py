@@ -151,10 +151,14 @@ def test_densepose_branch_with_confidences(model, ref, features):
 #: README "Margins": 2 of 7265 chart pixels have a top-2 fine-logit margin below 1e-4, so
 #: rounding-level differences upstream may flip them; end-to-end checks allow exactly those.
 TIE_MARGIN = 1e-4
+#: The default path (ONNX Runtime, or PyTorch with BN folded) moves DensePose outputs by up to
+#: 3e-4 of their range (measured 2.9e-4 on the coarse logits, range 18): outputs are held to
+#: FOLDED_RTOL, and labels may flip where the reference's logit margin is below 1e-2.
+FOLDED_RTOL, FOLDED_TIE_MARGIN = 1e-3, 1e-2
 
 
-def tie_pixels(ref, i: int) -> np.ndarray:
-    """Pixels of chart ``i`` whose reference label hinges on a logit margin below 1e-4."""
+def tie_pixels(ref, i: int, margin: float = TIE_MARGIN) -> np.ndarray:
+    """Pixels of chart ``i`` whose reference label hinges on a logit margin below ``margin``."""
     import torch.nn.functional as F
 
     h, w = ref[f"chart_{i}_labels"].shape
@@ -168,9 +172,7 @@ def tie_pixels(ref, i: int) -> np.ndarray:
         for k in ("fine_segm", "coarse_segm")
     )
     top2 = fine.topk(2, dim=0).values
-    return (
-        ((top2[0] - top2[1]) < TIE_MARGIN) | ((coarse[1] - coarse[0]).abs() < TIE_MARGIN)
-    ).numpy()
+    return (((top2[0] - top2[1]) < margin) | ((coarse[1] - coarse[0]).abs() < margin)).numpy()
 
 
 def _check_charts(ref, boxes, dp, prefix="", allow_ties=False):
@@ -247,28 +249,36 @@ def test_results_json_carries_the_confidences(model, ref):
 
 
 @pytest.mark.slow
-def test_fnl_predict_plain_reproduces_the_reference(ref, tmp_path):
-    """``fnl predict input.png --plain`` with the reference checkpoint: the same 5 detections,
-    chart labels identical except at the README's tie pixels, U/V within one grey level."""
+@pytest.mark.parametrize("plain", [True, False], ids=["plain", "default"])
+def test_fnl_predict_reproduces_the_reference(ref, tmp_path, plain):
+    """``fnl predict input.png`` with the reference checkpoint: the same 5 detections, chart
+    labels identical except at tie pixels, U/V within one grey level; ``--plain`` within RTOL
+    and the README's ties, the default path (ONNX Runtime where installed) within
+    FOLDED_RTOL and FOLDED_TIE_MARGIN."""
     from fnl_core.cli import main
     from fnl_core.results import decode_iuv_bytes
 
     out = tmp_path / "out"
     args = ["predict", str(FIXTURE / "input.png"), "--weights", str(FIXTURE / "model_final.pth")]
     args += ["--spec", "mobile_parsing_rcnn_b_wc2m", "--out", str(out), "--device", "cpu"]
-    args += ["--threads", "2", "--no-progress", "--min-score", "0", "--plain"]
+    args += ["--threads", "2", "--no-progress", "--min-score", "0"]
+    args += ["--plain"] if plain else []
     assert main([*args, "--set", *MOBILE_OVERRIDES]) == 0
     results = json.loads((out / "results.json").read_text())
     assert len(results) == 5
     boxes = np.array([r["bbox"] for r in results], dtype=np.float64)
     boxes[:, 2:] += boxes[:, :2]
-    assert_close("fnl predict det_boxes", boxes, ref["det_boxes"])
-    assert_close("fnl predict det_scores", [r["score"] for r in results], ref["det_scores"])
+    rtol = 1e-4 if plain else FOLDED_RTOL
+    assert_close("fnl predict det_boxes", boxes, ref["det_boxes"], rtol=rtol)
+    scores = [r["score"] for r in results]
+    assert_close("fnl predict det_scores", scores, ref["det_scores"], rtol=rtol)
     for i, entry in enumerate(results):
         shape, raw = decode_iuv_bytes(entry["densepose"])
         iuv = np.frombuffer(raw, np.uint8).reshape(shape).astype(np.float64)
         same = iuv[0] == ref[f"chart_{i}_labels"]
-        assert (same | tie_pixels(ref, i)).all(), f"fnl predict chart {i} labels"
+        ties = tie_pixels(ref, i, TIE_MARGIN if plain else FOLDED_TIE_MARGIN)
+        assert (same | ties).all(), f"fnl predict chart {i} labels"
         for plane, key in ((1, "u"), (2, "v")):
-            expected = np.clip(255 * ref[f"chart_{i}_{key}"].astype(np.float64), 0, 255)
+            # the reference quantised as the IUV PNG is (255 x, truncated)
+            expected = np.floor(np.clip(255 * ref[f"chart_{i}_{key}"].astype(np.float64), 0, 255))
             assert np.abs(iuv[plane] - expected)[same].max() <= 1.0, f"chart {i} {key}"

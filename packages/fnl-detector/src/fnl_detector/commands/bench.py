@@ -56,10 +56,10 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--backend",
-        choices=("torch", "onnxruntime"),
-        default="torch",
-        help="time the Predictor on PyTorch (default) or on ONNX Runtime (exported once, "
-        "checked against PyTorch; needs fnl-detector[export])",
+        choices=("auto", "torch", "onnxruntime"),
+        default="auto",
+        help="time the Predictor on ONNX Runtime (exported once, checked against PyTorch; needs "
+        "fnl-detector[export]) or PyTorch; auto (default): what fnl predict picks",
     )
     parser.add_argument("--no-fold-bn", action="store_true", help="keep BatchNorm layers")
     parser.add_argument(
@@ -93,7 +93,7 @@ def run_benchmark(
     fold_bn: bool = True,
     channels_last: bool = True,
     parallel_ops: bool = True,
-    backend: str = "torch",
+    backend: str = "auto",
     progress: Any = None,
 ) -> list[dict[str, Any]]:
     """Median latency of each model's :class:`~fnl_detector.Predictor` on one uint8 image
@@ -102,7 +102,8 @@ def run_benchmark(
     Each model is built with the benchmark overrides (exactly ``detections`` detections, short
     side ``size``), its BatchNorm statistics calibrated on the image (weights are random), then
     wrapped by ``Predictor.from_model`` with the speed-ups (or none with ``plain``), on the
-    ``backend`` (``"onnxruntime"``: exported and verified first; ``plain`` is always PyTorch).
+    ``backend`` (``"auto"`` as the Predictor picks it; ``"onnxruntime"``: exported and verified
+    first; ``plain`` is always PyTorch).
     ``ratio`` is the speed-up over the first model: its median divided by this one's.
     """
     import torch
@@ -208,7 +209,8 @@ def _run(args: argparse.Namespace) -> int:
     h, w = rows[0]["input_hw"]
     print(
         f"{rows[0]['device']}, {rows[0]['threads']} threads, {h}x{w} image, "
-        f"{rows[0]['detections']} detections"
+        f"{rows[0]['detections']} detections, network run by "
+        f"{rows[0]['optimizations']['backend']}"
     )
     print(f"{'model':<{width}}  {'params':>12}  {'median ms':>10}  {'speed-up':>8}")
     for r in rows:
@@ -222,10 +224,11 @@ command = Command(
     configure=_configure,
     run=_run,
     description="Times fnl_detector.Predictor (what fnl predict and the Python API run: uint8 "
-    "image in, preprocessing, BN folded, channels_last, parallel RoIAlign/NMS; --plain: the "
-    "model as built) on one fixed image with exactly --detections detections reaching the "
-    "DensePose head (score threshold 0, detections per image K; BatchNorm statistics "
-    "calibrated on the image since weights are random). Runs --warmup untimed then --runs timed "
+    "image in, preprocessing, then ONNX Runtime where it is installed, else PyTorch with BN "
+    "folded, channels_last, parallel RoIAlign/NMS; --plain: the PyTorch model as built) on one "
+    "fixed image with exactly --detections detections reaching the DensePose head (score "
+    "threshold 0, detections per image K; BatchNorm statistics calibrated on the image since "
+    "weights are random). Runs --warmup untimed then --runs timed "
     "passes per model, alternating models, and reports the median; 'ratio' / speed-up = first "
     "model's median divided by this model's. OMP_WAIT_POLICY is set to PASSIVE unless set.",
 )

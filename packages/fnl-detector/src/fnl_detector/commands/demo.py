@@ -87,7 +87,9 @@ def _size_mb(path: Path) -> float:
     return path.stat().st_size / 1e6
 
 
-def _row(name: str, model: Any, size_mb: float, latency: float, metrics: dict) -> dict:
+def _row(
+    name: str, model: Any, size_mb: float, latency: float, metrics: dict, runtime: str
+) -> dict:
     def ap(key: str) -> float:
         return 100.0 * float((metrics.get(key) or {}).get("AP", 0.0))
 
@@ -96,6 +98,7 @@ def _row(name: str, model: Any, size_mb: float, latency: float, metrics: dict) -
         "params": sum(p.numel() for p in model.parameters()),
         "size_mb": size_mb,
         "latency_ms": latency,
+        "runtime": runtime,
         "box_AP": ap("bbox"),
         "gps_AP": ap("gps"),
         "gpsm_AP": ap("gpsm"),
@@ -122,7 +125,7 @@ def shipped_model_rows(args: argparse.Namespace, train_set: Any, val_set: Any, o
     predictor = Predictor.from_model(model, optimize=True)
     rows = [
         _row(args.model, model, _size_mb(resolved.weights), measure_latency(predictor, images),
-             metrics)
+             metrics, predictor.backend)
     ]  # fmt: skip
     write_gallery(predictor, val_set, out / "predictions.png")
     if args.no_int8:
@@ -136,7 +139,9 @@ def shipped_model_rows(args: argparse.Namespace, train_set: Any, val_set: Any, o
     torch.save(quantized.state_dict(), int8_file)
     int8_predictor = Predictor.from_model(quantized, optimize=False, copy_model=False)
     latency = measure_latency(int8_predictor, images)
-    rows.append(_row(f"{args.model} int8", model, _size_mb(int8_file), latency, metrics))
+    rows.append(
+        _row(f"{args.model} int8", model, _size_mb(int8_file), latency, metrics, "torch int8")
+    )
     return rows
 
 
@@ -223,7 +228,7 @@ def _run(args: argparse.Namespace) -> int:
     scratch_name = f"scratch, {summary['iterations']} steps"
     rows.append(
         _row(scratch_name, model, _size_mb(scratch / "model.safetensors"),
-             measure_latency(predictor, images), summary.get("eval") or {})
+             measure_latency(predictor, images), summary.get("eval") or {}, predictor.backend)
     )  # fmt: skip
     history = [
         {
@@ -245,13 +250,13 @@ def _run(args: argparse.Namespace) -> int:
     (out / "demo_summary.json").write_text(json.dumps(report, indent=2))
     print()
     print(
-        f"{'model':34s} {'params':>10s} {'size MB':>8s} {'latency ms':>11s} "
+        f"{'model':34s} {'params':>10s} {'size MB':>8s} {'latency ms':>11s} {'runtime':>11s} "
         f"{'box AP':>7s} {'GPS AP':>7s} {'GPSm AP':>8s}"
     )
     for r in rows:
         print(
             f"{r['model']:34s} {r['params']:>10,d} {r['size_mb']:>8.1f} {r['latency_ms']:>11.0f} "
-            f"{r['box_AP']:>7.1f} {r['gps_AP']:>7.1f} {r['gpsm_AP']:>8.1f}"
+            f"{r['runtime']:>11s} {r['box_AP']:>7.1f} {r['gps_AP']:>7.1f} {r['gpsm_AP']:>8.1f}"
         )
     if losses:
         print(f"\nfrom scratch: total loss {losses[0]:.2f} -> {losses[1]:.2f} (first/last fifth)")

@@ -84,10 +84,11 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--backend",
-        choices=("torch", "onnxruntime"),
-        default="torch",
-        help="what runs the network: PyTorch (default) or ONNX Runtime (the model exported "
-        "once, checked against PyTorch and cached; needs fnl-detector[export])",
+        choices=("auto", "torch", "onnxruntime"),
+        default="auto",
+        help="what runs the network: ONNX Runtime (the model exported once, checked against "
+        "PyTorch and cached; needs fnl-detector[export]) or PyTorch; auto (default): ONNX "
+        "Runtime for float models on the CPU when it is installed, else PyTorch",
     )
     parser.add_argument(
         "--show",
@@ -146,7 +147,7 @@ def _run(args: argparse.Namespace) -> int:
     run.close()
     print(
         f"wrote {run.writer.images} image(s)/frame(s), {run.writer.detections} detections to "
-        f"{out_dir} (results.json, images.json)"
+        f"{out_dir} (results.json, images.json); network run by {predictor.backend}"
     )
     if run.failures:
         print(

@@ -118,7 +118,8 @@ def compare(float_model: Any, int8_model: Any, size: int, detections: int, runs:
     from fnl_detector.predictor import Predictor
 
     image = benchmark_image(size).round().to(torch.uint8).permute(1, 2, 0).numpy()
-    reference = Predictor.from_model(float_model.eval(), optimize=True)
+    # PyTorch on both sides: the settings below change the models after the predictors exist
+    reference = Predictor.from_model(float_model.eval(), optimize=True, backend="torch")
     int8 = Predictor.from_model(int8_model.eval(), optimize=False, parallel_ops=True)
     for predictor in (reference, int8):
         _benchmark_mode(predictor.model, size, detections)
