@@ -120,9 +120,12 @@ def test_auto_runs_onnxruntime_where_it_applies(monkeypatch):
     assert choose_backend(model, cpu, channels_last=False) == "torch"
     assert choose_backend(model, cpu, parallel_ops=False) == "torch"
     assert choose_backend(model, torch.device("cuda")) == "torch"
-    auto = Predictor.from_model(model, optimize=True, threads=1)
+    said = []
+    auto = Predictor.from_model(model, optimize=True, threads=1, progress=said.append)
     assert auto.backend == "onnxruntime" and auto.onnx is not None
-    explicit = Predictor.from_model(model, backend="onnxruntime", threads=1)
+    assert len(said) == 1 and said[0].startswith("exporting the model to ONNX")
+    explicit = Predictor.from_model(model, backend="onnxruntime", threads=1, progress=said.append)
+    assert len(said) == 1, "the cached export is reused silently"
     for key, value in explicit(image).items():
         if isinstance(value, torch.Tensor):
             assert torch.equal(auto(image)[key], value), key

@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -51,8 +52,14 @@ def model_key(model: Any, opset: int) -> str:
     return digest.hexdigest()
 
 
-def cached_export(model: Any, *, cache_dir: str | Path | None = None) -> Path:
-    """The folder holding ``model``'s verified export, exporting it on first use.
+def cached_export(
+    model: Any,
+    *,
+    cache_dir: str | Path | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> Path:
+    """The folder holding ``model``'s verified export, exporting it on first use (``progress``
+    is told before the export starts, which takes seconds).
 
     The export is written to a temporary folder beside the cache entry and renamed into place
     once verified, so an interrupted export leaves nothing that a later run would trust.
@@ -73,6 +80,8 @@ def cached_export(model: Any, *, cache_dir: str | Path | None = None) -> Path:
     if (folder / MODEL_FILE).is_file() and (folder / MANIFEST).is_file():
         return folder
     root.mkdir(parents=True, exist_ok=True)
+    if progress is not None:
+        progress(f"exporting the model to ONNX for ONNX Runtime, once (cached in {folder})...")
     model = model.eval().cpu()
     images = verification_images(model)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=root))
@@ -104,12 +113,17 @@ class OnnxBackend:
     images (``run``: the graph's outputs, boxes in the resized image's frame)."""
 
     def __init__(
-        self, model: Any, *, threads: int | None = None, cache_dir: str | Path | None = None
+        self,
+        model: Any,
+        *,
+        threads: int | None = None,
+        cache_dir: str | Path | None = None,
+        progress: Callable[[str], None] | None = None,
     ) -> None:
         from fnl_detector.export import BOX_OUTPUTS, MODEL_FILE, onnx_session, require_export_deps
 
         require_export_deps()  # else an ImportError naming the extra to install
-        self.folder = cached_export(model, cache_dir=cache_dir)
+        self.folder = cached_export(model, cache_dir=cache_dir, progress=progress)
         self.session = onnx_session(self.folder / MODEL_FILE, threads, spin=False)
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.densepose_outputs = [n for n in self.output_names if n not in BOX_OUTPUTS]

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -216,9 +216,11 @@ class Predictor:
             ``"auto"`` (default): ONNX Runtime where it applies (see :func:`choose_backend`),
             else PyTorch; an export that fails or does not verify falls back to PyTorch with a
             warning. :attr:`backend` says which one runs.
+        progress: called with a line before slow one-time work (the ONNX export); None: quiet.
 
     Each image may be a path, a PIL image or an H×W×3 uint8 RGB array; a list runs as one
-    batched forward pass (images are padded to the largest, bottom/right). Per image the result
+    batched forward pass on PyTorch (images are padded to the largest, bottom/right), image by
+    image on ONNX Runtime. Per image the result
     is a dict: ``boxes`` (float Tensor[K, 4], XYXY, original image pixels), ``scores``,
     ``labels`` (1 = person), ``densepose`` (the head's outputs: ``coarse_segm``, ``fine_segm``,
     ``u``, ``v``, ... box-relative, see :mod:`fnl_detector.postprocess`) and ``image_size``
@@ -241,6 +243,7 @@ class Predictor:
         parallel_ops: bool | None = None,
         max_pixels: int | None = MAX_PIXELS,
         backend: str = "auto",
+        progress: Callable[[str], None] | None = None,
     ) -> None:
         if threads is not None:
             if threads < 1:
@@ -257,6 +260,7 @@ class Predictor:
             max_pixels=max_pixels,
             backend=backend,
             threads=threads,
+            progress=progress,
         )
 
     @classmethod
@@ -272,6 +276,7 @@ class Predictor:
         max_pixels: int | None = MAX_PIXELS,
         backend: str = "auto",
         threads: int | None = None,
+        progress: Callable[[str], None] | None = None,
     ) -> Predictor:
         """A predictor around an existing detector (on the device it is on).
 
@@ -295,6 +300,7 @@ class Predictor:
             max_pixels=max_pixels,
             backend=backend,
             threads=threads,
+            progress=progress,
         )
         return self
 
@@ -306,6 +312,7 @@ class Predictor:
         max_pixels: int | None,
         backend: str = "torch",
         threads: int | None = None,
+        progress: Callable[[str], None] | None = None,
         **speedups: Any,
     ) -> None:
         """``speedups``: ``optimize``, ``fold_bn``, ``channels_last``, ``parallel_ops``."""
@@ -322,7 +329,9 @@ class Predictor:
         #: the ONNX Runtime session of the onnxruntime backend (else None)
         self.onnx: Any = None
         if backend == "onnxruntime":
-            self.onnx = _onnx_backend(model, device, threads, fallback=requested == "auto")
+            self.onnx = _onnx_backend(
+                model, device, threads, fallback=requested == "auto", progress=progress
+            )
             if self.onnx is None:
                 backend = "torch"
             else:
@@ -475,7 +484,12 @@ def choose_backend(
 
 
 def _onnx_backend(
-    model: nn.Module, device: torch.device, threads: int | None, *, fallback: bool
+    model: nn.Module,
+    device: torch.device,
+    threads: int | None,
+    *,
+    fallback: bool,
+    progress: Callable[[str], None] | None = None,
 ) -> Any:
     """The ONNX Runtime backend of ``model``; with ``fallback`` (``backend="auto"``) None and a
     warning when the export fails or does not verify, instead of the error."""
@@ -496,7 +510,7 @@ def _onnx_backend(
     from fnl_detector.onnx_backend import OnnxBackend
 
     try:
-        return OnnxBackend(model, threads=threads)
+        return OnnxBackend(model, threads=threads, progress=progress)
     except Exception as exc:
         if not fallback:
             raise

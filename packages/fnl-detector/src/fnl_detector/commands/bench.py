@@ -145,6 +145,7 @@ def run_benchmark(
             parallel_ops=parallel_ops and not plain,
             backend="torch" if plain else backend,
             threads=threads,
+            progress=say,
         )
         got = len(predictor(pixels)["boxes"])
         if got != detections:

@@ -120,6 +120,7 @@ def _run(args: argparse.Namespace) -> int:
         threads=args.threads,
         optimize=not args.plain,
         backend=args.backend,
+        progress=None if args.no_progress else _say,
     )
     from fnl_core.prediction_writer import output_names
 
@@ -157,6 +158,10 @@ def _run(args: argparse.Namespace) -> int:
         )
         return 1
     return 0
+
+
+def _say(message: str) -> None:
+    print(f"fnl predict: {message}", file=sys.stderr, flush=True)
 
 
 def _model_source(args: argparse.Namespace, int8_directory: Any) -> tuple[Any, Any]:
