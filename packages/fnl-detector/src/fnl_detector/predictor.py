@@ -220,10 +220,10 @@ class Predictor:
 
     Each image may be a path, a PIL image or an H×W×3 uint8 RGB array; a list runs as one
     batched forward pass on PyTorch (images are padded to the largest, bottom/right), image by
-    image on ONNX Runtime. Per image the result
-    is a dict: ``boxes`` (float Tensor[K, 4], XYXY, original image pixels), ``scores``,
-    ``labels`` (1 = person), ``densepose`` (the head's outputs: ``coarse_segm``, ``fine_segm``,
-    ``u``, ``v``, ... box-relative, see :mod:`fnl_detector.postprocess`) and ``image_size``
+    image on ONNX Runtime. Per image the result is a dict: ``boxes`` (float Tensor[K, 4],
+    XYXY, original image pixels), ``scores``, ``labels`` (1 = person), ``densepose`` (the
+    head's outputs: ``coarse_segm``, ``fine_segm``, ``u``, ``v``, ... box-relative, see
+    :mod:`fnl_detector.postprocess`) and ``image_size``
     (H, W); with ``iuv=True`` also ``charts`` (per detection a (3, h, w) uint8 I/U/V chart of
     its integer box) and ``iuv`` (the H×W×3 uint8 full-image raster of the detections scoring
     above ``iuv_min_score``; the highest score wins overlaps). Tensors are on the CPU.
@@ -514,8 +514,9 @@ def _onnx_backend(
     except Exception as exc:
         if not fallback:
             raise
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         warnings.warn(
-            f"backend auto: ONNX Runtime could not run this model ({exc}); using PyTorch",
+            f"backend auto: ONNX Runtime could not run this model ({reason}); using PyTorch",
             stacklevel=4,
         )
         return None
