@@ -7,13 +7,16 @@
 Everything is measured on the held-out toy split (toy data generated with seed 1, 100 ``val``
 images: a different random stream from the training data, seed 0) at the model's own test size:
 
-* Table 6, quantization: float32 (PyTorch, the ``fnl_detector.Predictor`` users run), int8
+* Table 6, quantization: float32 (``fnl_detector.Predictor`` on PyTorch), int8
   post-training quantization (fnl-quant ``ptq``, calibrated on images of the seed-1 train
   split), int8 quantization-aware training (``qat``, a short fine-tune on that split), and the
   single-graph ONNX export under ONNX Runtime (fp32 and int8) when fnl-runtime is installed:
   size on disk, CPU latency, box AP, GPS AP, GPSm AP.
 * Table 4, image size: the test short side swept (AP and latency).
 * Table 5, people per image: the split filtered to images with at most k people.
+
+Tables 4 and 5 run the float model as ``fnl predict`` does (the Predictor's default backend:
+ONNX Runtime when onnx/onnxruntime are installed, else PyTorch); the markdown says which.
 
 Latency: batch 1, the median over the first ``--latency-images`` held-out images after two
 warm-up calls, on ``--threads`` torch/ORT threads. The script also writes the raw numbers as
@@ -133,7 +136,10 @@ def row(name: str, metrics: dict[str, Any], latency: float, size_mb: float | Non
     }
 
 
-def float_predictor(args: argparse.Namespace, overrides: list[str] = ()) -> Any:
+def float_predictor(
+    args: argparse.Namespace, overrides: list[str] = (), backend: str = "auto"
+) -> Any:
+    """The float model as users run it (``backend="auto"``: ONNX Runtime where installed)."""
     from fnl_detector.predictor import Predictor
 
     return Predictor(
@@ -142,6 +148,7 @@ def float_predictor(args: argparse.Namespace, overrides: list[str] = ()) -> Any:
         overrides=list(overrides),
         device="cpu",
         threads=args.threads,
+        backend=backend,
     )
 
 
@@ -153,7 +160,7 @@ def table6(bench: Bench, args: argparse.Namespace) -> list[dict]:
 
     rows = []
     images = bench.images[: args.latency_images]
-    fp32 = float_predictor(args)
+    fp32 = float_predictor(args, backend="torch")
     weights_mb = _file_size_mb(Path(args.resolved.weights))
     metrics = bench.score(torch_predict(fp32), bench.records, "fp32")
     rows.append(row("float32 (PyTorch)", metrics, _median_latency_ms(fp32, images), weights_mb))
@@ -253,7 +260,13 @@ def table4(bench: Bench, args: argparse.Namespace) -> list[dict]:
         predictor = float_predictor(args, [f"input.min_size_test={size}"])
         metrics = bench.score(torch_predict(predictor), bench.records, f"size{size}")
         latency = _median_latency_ms(predictor, bench.images[: args.latency_images])
-        rows.append({"short_side": size, **row(f"{size} px", metrics, latency, None)})
+        rows.append(
+            {
+                "short_side": size,
+                "backend": predictor.backend,
+                **row(f"{size} px", metrics, latency, None),
+            }
+        )
         print(f"table 4: {rows[-1]}", file=sys.stderr)
     return rows
 
@@ -269,7 +282,12 @@ def table5(bench: Bench, args: argparse.Namespace) -> list[dict]:
         metrics = bench.score(torch_predict(predictor), records, f"people{k}")
         latency = _median_latency_ms(predictor, images)
         rows.append(
-            {"max_people": k, "images": len(records), **row(f"≤{k}", metrics, latency, None)}
+            {
+                "max_people": k,
+                "images": len(records),
+                "backend": predictor.backend,
+                **row(f"≤{k}", metrics, latency, None),
+            }
         )
         print(f"table 5: {rows[-1]}", file=sys.stderr)
     return rows
@@ -277,6 +295,16 @@ def table5(bench: Bench, args: argparse.Namespace) -> list[dict]:
 
 def _fmt(value: Any, digits: int = 1) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
+
+
+def _backend_line(rows: list[dict]) -> list[str]:
+    """The sentence saying what ran the rows of Tables 4 and 5 (the Predictor's default)."""
+    backends = sorted({r["backend"] for r in rows if "backend" in r})
+    if not backends:
+        return []
+    names = {"onnxruntime": "ONNX Runtime", "torch": "PyTorch"}
+    ran = " and ".join(names.get(b, b) for b in backends)
+    return [f"Run as `fnl predict` runs the float model: the default backend ({ran}).", ""]
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -306,6 +334,7 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         "## Table 4: test image size (short side)",
         "",
+        *_backend_line(report["table4"]),
         "| short side | latency (ms) | box AP | GPS AP | GPSm AP |",
         "|---|---|---|---|---|",
     ]
@@ -318,6 +347,7 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         "## Table 5: people per image (held-out images with at most k people)",
         "",
+        *_backend_line(report["table5"]),
         "| max people | images | latency (ms) | box AP | GPS AP | GPSm AP |",
         "|---|---|---|---|---|---|",
     ]
