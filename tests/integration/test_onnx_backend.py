@@ -152,7 +152,7 @@ def test_auto_falls_back_to_torch_with_a_warning(tmp_path, monkeypatch):
     model, image = _model_and_image()
 
     monkeypatch.setattr("fnl_detector.export.verify_export", _mismatch)
-    with pytest.warns(UserWarning, match="backend auto: ONNX Runtime could not run this model"):
+    with pytest.warns(UserWarning, match="backend auto: the ONNX Runtime backend is unavailable"):
         predictor = Predictor.from_model(model, optimize=True)
     assert predictor.backend == "torch" and predictor.onnx is None
     assert predictor.optimizations["fold_bn"] > 0  # the PyTorch speed-ups apply instead
@@ -189,3 +189,27 @@ def test_fnl_predict_on_onnxruntime_writes_what_torch_writes(tmp_path, capsys):
     for a, b in zip(torch_results, ort_results, strict=True):
         np.testing.assert_allclose(a["bbox"], b["bbox"], atol=1e-2)
     assert (torch_iuv != ort_iuv).any(-1).mean() < 0.01
+
+
+def test_fnl_predict_falls_back_to_torch_in_one_line(tmp_path, monkeypatch, capsys):
+    """An unusable cache folder costs the fast path, not the run: one warning line."""
+    from PIL import Image
+
+    from fnl_core.cli import main
+    from fnl_detector.convert import save_weights
+
+    model, image = _model_and_image()
+    weights = tmp_path / "b.safetensors"
+    save_weights(model.state_dict(), weights)
+    Image.fromarray(image).save(tmp_path / "x.png")
+    (tmp_path / "not-a-folder").write_text("")
+    monkeypatch.setenv("FNL_CACHE_DIR", str(tmp_path / "not-a-folder"))
+    args = ["predict", str(tmp_path / "x.png"), "--spec", "mobile_parsing_rcnn_b", "--weights"]
+    args += [str(weights), "--out", str(tmp_path / "out"), "--no-progress", "--set", *OVERRIDES]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    assert "network run by torch" in captured.out
+    lines = [line for line in captured.err.splitlines() if "backend auto" in line]
+    assert len(lines) == 1, captured.err
+    expected = "fnl predict: warning: backend auto: the ONNX Runtime backend is unavailable ("
+    assert lines[0].startswith(expected), lines[0]

@@ -516,7 +516,7 @@ def _onnx_backend(
             raise
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         warnings.warn(
-            f"backend auto: ONNX Runtime could not run this model ({reason}); using PyTorch",
+            f"backend auto: the ONNX Runtime backend is unavailable ({reason}); running PyTorch",
             stacklevel=4,
         )
         return None

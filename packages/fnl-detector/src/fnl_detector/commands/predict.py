@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +36,7 @@ from fnl_detector.commands import (
     positive_int,
     score_fraction,
 )
+from fnl_detector.commands import progress as progress_line
 from fnl_detector.commands._weights import add_model_arguments
 
 
@@ -112,16 +115,26 @@ def _run(args: argparse.Namespace) -> int:
 
     files = collect_inputs(args.inputs, "fnl predict")
     spec, weights = _model_source(args, int8_directory)
-    predictor = Predictor(
-        spec,
-        weights,
-        overrides=args.overrides,
-        device=args.device,
-        threads=args.threads,
-        optimize=not args.plain,
-        backend=args.backend,
-        progress=None if args.no_progress else _say,
-    )
+    say = partial(progress_line, "predict")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        predictor = Predictor(
+            spec,
+            weights,
+            overrides=args.overrides,
+            device=args.device,
+            threads=args.threads,
+            optimize=not args.plain,
+            backend=args.backend,
+            progress=None if args.no_progress else say,
+        )
+    for warning in caught:  # the backend fallback as one line; others as Python shows them
+        if str(warning.message).startswith("backend auto:"):
+            say(f"warning: {warning.message}")
+        else:
+            warnings.showwarning(
+                warning.message, warning.category, warning.filename, warning.lineno
+            )
     from fnl_core.prediction_writer import output_names
 
     out_dir = Path(args.out)
@@ -158,10 +171,6 @@ def _run(args: argparse.Namespace) -> int:
         )
         return 1
     return 0
-
-
-def _say(message: str) -> None:
-    print(f"fnl predict: {message}", file=sys.stderr, flush=True)
 
 
 def _model_source(args: argparse.Namespace, int8_directory: Any) -> tuple[Any, Any]:
