@@ -75,9 +75,16 @@ def test_onnxruntime_backend_gives_the_torch_predictions_and_caches_the_export(
     def no_export(*args, **kwargs):
         raise AssertionError("exported again")
 
+    real_export = export.export_onnx
     monkeypatch.setattr(export, "export_onnx", no_export)
     again = Predictor.from_model(model, backend="onnxruntime")
     assert again.onnx.folder == ort.onnx.folder
+    # a damaged cache entry is exported again instead of failing for good
+    monkeypatch.setattr(export, "export_onnx", real_export)
+    (ort.onnx.folder / export.MODEL_FILE).write_bytes(b"not an onnx graph")
+    repaired = Predictor.from_model(model, backend="onnxruntime", threads=1)
+    assert repaired.onnx.folder == ort.onnx.folder
+    assert torch.equal(repaired(image)["boxes"], got["boxes"])
     # other weights are another cache entry
     with torch.no_grad():
         next(model.parameters()).add_(0.5)

@@ -124,7 +124,12 @@ class OnnxBackend:
 
         require_export_deps()  # else an ImportError naming the extra to install
         self.folder = cached_export(model, cache_dir=cache_dir, progress=progress)
-        self.session = onnx_session(self.folder / MODEL_FILE, threads, spin=False)
+        try:
+            self.session = onnx_session(self.folder / MODEL_FILE, threads, spin=False)
+        except Exception:  # a cache entry damaged after it was verified: export it again, once
+            shutil.rmtree(self.folder, ignore_errors=True)
+            self.folder = cached_export(model, cache_dir=cache_dir, progress=progress)
+            self.session = onnx_session(self.folder / MODEL_FILE, threads, spin=False)
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.densepose_outputs = [n for n in self.output_names if n not in BOX_OUTPUTS]
 
