@@ -214,15 +214,8 @@ def qat_model(args: argparse.Namespace, bench: Bench) -> Any:
 
 
 def runtime_predict(runtime: Any) -> Callable[[Any], list[dict]]:
-    from fnl_core.results import make_result
-
     def predict(image: Any) -> list[dict]:
-        pred = runtime(image)
-        entries = []
-        for box, score, chart in zip(pred["boxes"], pred["scores"], runtime.iuv(pred), strict=True):
-            x0, y0, x1, y1 = (float(v) for v in box)
-            entries.append(make_result(0, [x0, y0, x1 - x0, y1 - y0], float(score), chart))
-        return entries
+        return runtime.coco_results(0, runtime(image))
 
     return predict
 

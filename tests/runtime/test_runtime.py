@@ -77,6 +77,18 @@ def test_charts_follow_the_coarse_mask_and_the_fine_part():
         densepose_to_iuv(np.zeros((2, 4), np.float32), out)
 
 
+def test_coco_results_are_what_fnl_run_writes(fake_export, tmp_path):
+    runtime = Runtime(fake_export, threads=1)
+    photo = _photo(100, 150)
+    Image.fromarray(photo).save(tmp_path / "x.png")
+    assert (
+        main(["run", str(fake_export), str(tmp_path / "x.png"), "--out", str(tmp_path / "o")]) == 0
+    )
+    written = json.loads((tmp_path / "o" / "results.json").read_text())
+    (entry,) = runtime.coco_results(1, runtime(photo))
+    assert json.loads(json.dumps(entry)) == written[0]
+
+
 def test_fnl_run_writes_what_fnl_predict_writes(fake_export, tmp_path, capsys):
     for folder in ("a", "b"):
         (tmp_path / folder).mkdir()

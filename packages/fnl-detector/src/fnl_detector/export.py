@@ -648,6 +648,18 @@ def int8_nodes(graph: Any, float_nodes: Sequence[str] = INT8_FLOAT_NODES) -> lis
     return out
 
 
+def add_int8_graph(
+    out: str | Path, manifest: dict[str, Any], calibration_images: Sequence[np.ndarray]
+) -> None:
+    """Quantise ``out/model.onnx`` into ``out/model_int8.onnx`` (:func:`quantize_onnx`) and
+    record it in ``manifest`` (``int8`` entry and file size; the caller writes the manifest),
+    which is what ``fnl_runtime.Runtime(out, int8=True)`` reads."""
+    out = Path(out)
+    info = quantize_onnx(out / MODEL_FILE, out / INT8_FILE, calibration_images)
+    manifest["int8"] = {"model": INT8_FILE, **info}
+    manifest.setdefault("files_bytes", {})[INT8_FILE] = (out / INT8_FILE).stat().st_size
+
+
 def quantize_onnx(
     fp32_path: str | Path,
     out_path: str | Path,
@@ -731,6 +743,7 @@ __all__ = [
     "MANIFEST",
     "MODEL_FILE",
     "TOLERANCES",
+    "add_int8_graph",
     "build_manifest",
     "compare_outputs",
     "densepose_output_names",

@@ -171,6 +171,23 @@ class Runtime:
             {"confidences": {k: encode_array(v) for k, v in m.items()}} if m else {} for m in maps
         ]
 
+    def coco_results(self, image_id: int, prediction: dict[str, Any]) -> list[dict[str, Any]]:
+        """DensePose-COCO result entries of one :meth:`predict` output, as ``fnl predict``
+        writes them to ``results.json`` (IUV chart, and confidences when the graph has them):
+        what an evaluator scores."""
+        from fnl_core.results import make_result
+
+        charts = self.iuv(prediction)
+        extras = self.result_extras(prediction, charts)
+        entries = []
+        for k, (box, score, chart) in enumerate(
+            zip(prediction["boxes"], prediction["scores"], charts, strict=True)
+        ):
+            x0, y0, x1, y1 = (float(v) for v in box)
+            entry = make_result(image_id, [x0, y0, x1 - x0, y1 - y0], float(score), chart)
+            entries.append({**entry, **extras[k]})
+        return entries
+
     @staticmethod
     def iuv(prediction: dict[str, Any]) -> list[np.ndarray]:
         """Per detection the uint8 (3, h, w) chart [I, 255 U, 255 V] at its integer box."""

@@ -3,7 +3,8 @@
 1. Generates the synthetic toy-humans dataset (cached).
 2. Evaluates the shipped named model ``mobile_parsing_rcnn_b_toy`` (Mobile Parsing R-CNN B
    trained by FnL on toy data) on the held-out split, in float32 and as its int8 post-training
-   quantized version (fnl-quant), and draws its predictions next to the ground truth
+   quantized version (fnl-quant, PyTorch; and the statically quantised ONNX graph under ONNX
+   Runtime when fnl-runtime is installed), and draws its predictions next to the ground truth
    (``predictions.png``).
 3. Trains ``mobile_parsing_rcnn_b`` from random weights with the CPU recipe of
    :mod:`fnl_detector.train.recipes` for ``--minutes``, scoring it before and after, to show
@@ -46,8 +47,8 @@ def _configure(parser: argparse.ArgumentParser) -> None:
 
 
 def measure_latency(predictor: Any, images: list[Any], warmup: int = 2) -> float:
-    """Mean time per image in milliseconds of a :class:`~fnl_detector.Predictor` (batch of one,
-    preprocessing included, after warm-up)."""
+    """Mean time per image in milliseconds of a :class:`~fnl_detector.Predictor` or an
+    ``fnl_runtime.Runtime`` (batch of one, preprocessing included, after warm-up)."""
     import torch
 
     for image in images[:warmup]:
@@ -55,7 +56,7 @@ def measure_latency(predictor: Any, images: list[Any], warmup: int = 2) -> float
     start = time.perf_counter()
     for image in images:
         predictor(image)
-    if predictor.device.type == "cuda":
+    if getattr(getattr(predictor, "device", None), "type", None) == "cuda":
         torch.cuda.synchronize()
     return 1000.0 * (time.perf_counter() - start) / max(len(images), 1)
 
@@ -142,7 +143,56 @@ def shipped_model_rows(args: argparse.Namespace, train_set: Any, val_set: Any, o
     rows.append(
         _row(f"{args.model} int8", model, _size_mb(int8_file), latency, metrics, "torch int8")
     )
+    onnx_row = onnx_int8_row(args, model, train_set, val_set, out, images)
+    if onnx_row is not None:
+        rows.append(onnx_row)
     return rows
+
+
+def onnx_int8_row(
+    args: argparse.Namespace, model: Any, train_set: Any, val_set: Any, out: Path, images: list
+) -> dict | None:
+    """The same model as the deployment path runs it in int8: exported to one ONNX graph,
+    statically quantised (QDQ) on the same 16 training images, run by ``fnl_runtime.Runtime``.
+    None when onnx, onnxruntime or fnl-runtime is not installed."""
+    from importlib.util import find_spec
+
+    from fnl_detector.predictor import onnxruntime_installed
+
+    if not onnxruntime_installed() or find_spec("fnl_runtime") is None:
+        print("int8 on ONNX Runtime: skipped (needs fnl-detector[export] and fnl-runtime)")
+        return None
+    import numpy as np
+    import torch
+
+    from fnl_core.imaging import resize_shortest_edge
+    from fnl_detector.export import INT8_FILE, add_int8_graph, export_onnx, write_json_atomic
+    from fnl_detector.train.evaluate import score_results
+    from fnl_runtime import Runtime
+
+    print("int8 on ONNX Runtime: export, static quantization on the same 16 training images...")
+    t = model.transform
+    calibration = [
+        resize_shortest_edge(np.asarray(train_set.load_image(r)), t.min_size_test, t.max_size_test)
+        for r in train_set.records[:16]
+    ]
+    folder = out / "shipped_onnx"
+    manifest_path = export_onnx(model, folder, calibration[0])
+    manifest = json.loads(manifest_path.read_text())
+    add_int8_graph(folder, manifest, calibration)
+    write_json_atomic(manifest_path, manifest)
+    runtime = Runtime(folder, int8=True, threads=torch.get_num_threads())
+    results = [
+        entry
+        for record in val_set.records
+        for entry in runtime.coco_results(record.image_id, runtime(val_set.load_image(record)))
+    ]
+    metrics = score_results(
+        results, val_set.gt_json, len(val_set.records), "toy", out / "shipped_onnx_int8"
+    )
+    latency = measure_latency(runtime, images)
+    size = _size_mb(folder / INT8_FILE)
+    return _row(f"{args.model} int8", model, size, latency, metrics, "onnxruntime int8")
 
 
 def _loss_summary(metrics_file: Path) -> tuple[float, float] | None:
@@ -250,13 +300,13 @@ def _run(args: argparse.Namespace) -> int:
     (out / "demo_summary.json").write_text(json.dumps(report, indent=2))
     print()
     print(
-        f"{'model':34s} {'params':>10s} {'size MB':>8s} {'latency ms':>11s} {'runtime':>11s} "
+        f"{'model':34s} {'params':>10s} {'size MB':>8s} {'latency ms':>11s} {'runtime':>16s} "
         f"{'box AP':>7s} {'GPS AP':>7s} {'GPSm AP':>8s}"
     )
     for r in rows:
         print(
             f"{r['model']:34s} {r['params']:>10,d} {r['size_mb']:>8.1f} {r['latency_ms']:>11.0f} "
-            f"{r['runtime']:>11s} {r['box_AP']:>7.1f} {r['gps_AP']:>7.1f} {r['gpsm_AP']:>8.1f}"
+            f"{r['runtime']:>16s} {r['box_AP']:>7.1f} {r['gps_AP']:>7.1f} {r['gpsm_AP']:>8.1f}"
         )
     if losses:
         print(f"\nfrom scratch: total loss {losses[0]:.2f} -> {losses[1]:.2f} (first/last fifth)")
@@ -268,6 +318,11 @@ def _run(args: argparse.Namespace) -> int:
         f"split: {len(val_set.records)} toy images. {report['total_minutes']:.1f} min in all.\n"
         f"Files in {out}: predictions.png (shipped model), scratch_predictions.png, "
         "demo_summary.json, scratch/ (loss_curve.png, metrics.jsonl, model.safetensors)"
+        + (
+            ", shipped_onnx/ (fp32 and int8 ONNX graphs: fnl run)"
+            if (out / "shipped_onnx").is_dir()
+            else ""
+        )
     )
     return 0
 

@@ -116,11 +116,9 @@ def run_export(
     from fnl_detector.convert import load_weights
     from fnl_detector.export import (
         DEFAULT_OPSET,
-        INT8_FILE,
         MANIFEST,
-        MODEL_FILE,
+        add_int8_graph,
         export_onnx,
-        quantize_onnx,
         require_export_deps,
         verification_images,
         verify_export,
@@ -150,11 +148,8 @@ def run_export(
     if verify:
         manifest["verification"] = verify_export(model, out, images, opset)
     if int8:
-        calib = calibration_images(model, calib_data, calib_images)
-        info = quantize_onnx(out / MODEL_FILE, out / INT8_FILE, calib)
-        info["calibration_data"] = calib_data
-        manifest["int8"] = {"model": INT8_FILE, **info}
-        manifest["files_bytes"][INT8_FILE] = (out / INT8_FILE).stat().st_size
+        add_int8_graph(out, manifest, calibration_images(model, calib_data, calib_images))
+        manifest["int8"]["calibration_data"] = calib_data
     write_json_atomic(out / MANIFEST, manifest)
     return {"manifest_path": str(out / MANIFEST), **manifest}
 

@@ -109,13 +109,26 @@ def evaluate_model(
     results = predict_records(model, dataset, records, device, should_stop=should_stop)
     if results is None:
         return None
+    return score_results(results, gt_json, len(records), surface, work_dir, evaluator)
+
+
+def score_results(
+    results: list[dict[str, Any]],
+    gt_json: str | Path,
+    num_images: int,
+    surface: str | None,
+    work_dir: Path,
+    evaluator: Any = None,
+) -> dict[str, Any]:
+    """Metrics of DensePose-COCO ``results`` against ``gt_json`` (they are also written to
+    ``work_dir/eval_results.json``), in the form :func:`evaluate_model` returns."""
     results_path = Path(work_dir) / "eval_results.json"
     results_path.parent.mkdir(parents=True, exist_ok=True)
     results_path.write_text(json.dumps(results))
     if evaluator is None:
         evaluator = build_evaluator(surface)
-    metrics = evaluator.evaluate(gt_json, results)
-    return {"num_detections": len(results), "num_images": len(records), **_plain(metrics)}
+    metrics = evaluator.evaluate(Path(gt_json), results)
+    return {"num_detections": len(results), "num_images": num_images, **_plain(metrics)}
 
 
 def flatten(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
