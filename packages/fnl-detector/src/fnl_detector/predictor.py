@@ -456,6 +456,24 @@ def onnxruntime_installed() -> bool:
     return find_spec("onnx") is not None and find_spec("onnxruntime") is not None
 
 
+def onnx_unsupported(model: nn.Module, device: torch.device) -> str | None:
+    """Why the ONNX Runtime backend cannot run ``model`` on ``device`` (None: it can): it runs
+    float models on the CPU, fed images resized by Pillow as ``input.resize`` says."""
+    if device.type != "cpu" or is_quantized(model):
+        return (
+            "backend onnxruntime runs float models on the CPU (use fnl export --int8 and "
+            "fnl run for int8 graphs)"
+        )
+    resize = getattr(getattr(getattr(model, "spec", None), "input", None), "resize", None)
+    if resize != "pil_bilinear_uint8":
+        return (
+            "backend onnxruntime feeds the graph images resized by Pillow "
+            f"(input.resize='pil_bilinear_uint8'); this spec resizes with {resize!r}: use the "
+            "torch backend"
+        )
+    return None
+
+
 def choose_backend(
     model: nn.Module,
     device: torch.device,
@@ -465,22 +483,15 @@ def choose_backend(
     channels_last: bool | None = None,
     parallel_ops: bool | None = None,
 ) -> str:
-    """What ``backend="auto"`` runs: ``"onnxruntime"`` for a float model on the CPU, with every
-    speed-up asked for (``optimize``, and none of ``fold_bn``/``channels_last``/``parallel_ops``
-    switched off), whose spec resizes with Pillow (``input.resize="pil_bilinear_uint8"``, the
-    rule the graph is fed by), when onnx and onnxruntime are installed; ``"torch"`` otherwise
-    (GPUs, int8 models, the plain model, training-time evaluation)."""
-    input_spec = getattr(getattr(model, "spec", None), "input", None)
-    applies = (
-        device.type == "cpu"
-        and optimize
-        and fold_bn
-        and channels_last is not False
-        and parallel_ops is not False
-        and getattr(input_spec, "resize", None) == "pil_bilinear_uint8"
-        and not is_quantized(model)
-    )
-    return "onnxruntime" if applies and onnxruntime_installed() else "torch"
+    """What ``backend="auto"`` runs: ``"onnxruntime"`` when the backend can run the model
+    (:func:`onnx_unsupported`), every speed-up is asked for (``optimize``, and none of
+    ``fold_bn``/``channels_last``/``parallel_ops`` switched off) and onnx and onnxruntime are
+    installed; ``"torch"`` otherwise (GPUs, int8 models, the plain model, training-time
+    evaluation)."""
+    speedups = optimize and fold_bn and channels_last is not False and parallel_ops is not False
+    if speedups and onnx_unsupported(model, device) is None and onnxruntime_installed():
+        return "onnxruntime"
+    return "torch"
 
 
 def _onnx_backend(
@@ -495,18 +506,9 @@ def _onnx_backend(
     warning when the export fails or does not verify, instead of the error."""
     import warnings
 
-    input_spec = getattr(getattr(model, "spec", None), "input", None)
-    if device.type != "cpu" or is_quantized(model):
-        raise InputError(
-            "backend onnxruntime runs float models on the CPU (use fnl export --int8 and "
-            "fnl run for int8 graphs)"
-        )
-    if getattr(input_spec, "resize", None) != "pil_bilinear_uint8":
-        raise InputError(
-            "backend onnxruntime feeds the graph images resized by Pillow "
-            "(input.resize='pil_bilinear_uint8'); this spec resizes with "
-            f"{getattr(input_spec, 'resize', None)!r}: use the torch backend"
-        )
+    reason = onnx_unsupported(model, device)
+    if reason is not None:
+        raise InputError(reason)
     from fnl_detector.onnx_backend import OnnxBackend
 
     try:
@@ -562,6 +564,7 @@ __all__ = [
     "int8_directory",
     "is_quantized",
     "load_model",
+    "onnx_unsupported",
     "onnxruntime_installed",
     "optimize_for_inference",
     "select_device",
