@@ -15,7 +15,6 @@ import hashlib
 import http.client
 import os
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import IO
 
 from fnl_core.errors import InputError
+from fnl_core.files import atomic_output
 
 CHUNK_BYTES = 1 << 20
 DEFAULT_TIMEOUT_S = 30.0
@@ -152,14 +152,12 @@ def download(
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     response = _open(url, timeout)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    tmp = Path(tmp_name)
     digest = hashlib.sha256()
-    try:
+    with atomic_output(dest, suffix=".part") as tmp:
         length = response.headers.get("Content-Length") if response.headers else None
         total = int(length) if length and length.isdigit() else size
         bar = _Progress(total, dest.name, progress)
-        with os.fdopen(fd, "wb") as out, response:
+        with tmp.open("wb") as out, response:
             try:
                 for chunk in iter(lambda: response.read(CHUNK_BYTES), b""):
                     out.write(chunk)
@@ -174,8 +172,6 @@ def download(
                 ) from exc
             finally:
                 bar.close()
-            out.flush()
-            os.fsync(out.fileno())
         received = tmp.stat().st_size
         if total is not None and received != total:
             raise DownloadError(
@@ -185,18 +181,7 @@ def download(
         if size is not None and received != size:
             raise DownloadError(f"size mismatch for {url}: expected {size} bytes, got {received}")
         check_hash(digest.hexdigest(), url, sha256=sha256, sha256_prefix=sha256_prefix)
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, dest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return dest
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 __all__ = [

@@ -2,9 +2,19 @@
 
 A plugin advertises a component by adding an entry point to one of these groups in its own
 ``pyproject.toml``; the entry point names a pydantic config class (see :mod:`fnl_core.spec`).
+A spec field holding a component carries its group as :class:`ComponentGroup` metadata
+(``Component(group)`` in :mod:`fnl_core.spec`); :func:`component_group_of` reads it back, for
+the spec's schema and for :func:`fnl_core.registry.provenance`. Standard library only.
 """
 
 from __future__ import annotations
+
+import typing
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any, Union
+
+if TYPE_CHECKING:
+    from pydantic.fields import FieldInfo
 
 BACKBONES = "fnl.backbones"
 NECKS = "fnl.necks"
@@ -56,3 +66,38 @@ def normalize_group(group: str) -> str:
         known = ", ".join(g.removeprefix("fnl.") for g in ALL_GROUPS)
         raise ValueError(f"unknown component group {group!r}; known groups: {known}")
     return full
+
+
+@dataclass(frozen=True)
+class ComponentGroup:
+    """Field metadata marking a spec field as a component resolved through ``group``."""
+
+    group: str
+
+
+def annotation_group(annotation: Any) -> tuple[str | None, bool]:
+    """(group, optional) if ``annotation`` is ``Component(g)`` or ``Component(g) | None``."""
+    origin = typing.get_origin(annotation)
+    if origin is Annotated:
+        for meta in typing.get_args(annotation)[1:]:
+            if isinstance(meta, ComponentGroup):
+                return meta.group, False
+        return None, False
+    if origin is Union or str(origin) == "<class 'types.UnionType'>":
+        args = typing.get_args(annotation)
+        if type(None) in args:
+            inner = [a for a in args if a is not type(None)]
+            if len(inner) == 1:
+                group, _ = annotation_group(inner[0])
+                return group, group is not None
+    return None, False
+
+
+def component_group_of(field: FieldInfo) -> str | None:
+    """The registry group of a spec field declared ``Component(group)`` (optional or not)."""
+    group, _ = annotation_group(field.annotation)
+    if group is None:
+        for meta in field.metadata:
+            if isinstance(meta, ComponentGroup):
+                return meta.group
+    return group

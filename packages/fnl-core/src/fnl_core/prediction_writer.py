@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from fnl_core.files import atomic_write_text
 from fnl_core.imaging import save_png
 from fnl_core.results import make_result
 from fnl_core.visualize import draw_prediction, iuv_image
@@ -151,8 +152,6 @@ class PredictionWriter:
             (self.images_lines, self.out_dir / "images.json", 2),
         ):
             entries = [json.loads(line) for line in lines.read_text("utf-8").splitlines() if line]
-            tmp = target.with_name(target.name + ".tmp")
-            tmp.write_text(json.dumps(entries, indent=indent), encoding="utf-8")
-            os.replace(tmp, target)
+            atomic_write_text(target, json.dumps(entries, indent=indent))
         self.results_lines.unlink()
         self.images_lines.unlink()

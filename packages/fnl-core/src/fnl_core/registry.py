@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
-from fnl_core.groups import ALL_GROUPS, normalize_group
+from fnl_core.groups import ALL_GROUPS, component_group_of, normalize_group
 
 IN_PROCESS = "<in-process>"
 
@@ -313,8 +313,6 @@ def _walk_provenance(model: Any, data: Any, prefix: str, out: dict[str, dict[str
     import typing
 
     from pydantic import BaseModel
-
-    from fnl_core.spec import component_group_of
 
     if not isinstance(data, dict):
         return

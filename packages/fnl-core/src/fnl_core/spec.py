@@ -11,7 +11,6 @@ Nothing here imports torch: validating a spec or printing its schema stays fast.
 from __future__ import annotations
 
 import json
-import typing
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,11 +31,15 @@ from pydantic import (
     model_serializer,
     model_validator,
 )
-from pydantic.fields import FieldInfo
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from fnl_core import registry
-from fnl_core.groups import normalize_group
+from fnl_core.groups import (
+    ComponentGroup,
+    annotation_group,
+    component_group_of,
+    normalize_group,
+)
 
 
 @dataclass(frozen=True)
@@ -116,13 +119,6 @@ class ComponentConfig(SpecModel):
         raise NotImplementedError(f"{type(self).__name__} does not implement build()")
 
 
-@dataclass(frozen=True)
-class ComponentGroup:
-    """Field metadata marking a spec field as a component resolved through ``group``."""
-
-    group: str
-
-
 def resolve_component(group: str, value: Any) -> ComponentConfig:
     """Validate ``value`` (a mapping with ``type``, or a config instance) against its group."""
     group = normalize_group(group)
@@ -162,34 +158,6 @@ def Component(group: str) -> Any:  # noqa: N802 - reads as a type in annotations
     ]
 
 
-def _component_group_of(annotation: Any) -> tuple[str | None, bool]:
-    """(group, optional) if ``annotation`` is ``Component(g)`` or ``Component(g) | None``."""
-    origin = typing.get_origin(annotation)
-    if origin is Annotated:
-        for meta in typing.get_args(annotation)[1:]:
-            if isinstance(meta, ComponentGroup):
-                return meta.group, False
-        return None, False
-    if origin is Union or str(origin) == "<class 'types.UnionType'>":
-        args = typing.get_args(annotation)
-        if type(None) in args:
-            inner = [a for a in args if a is not type(None)]
-            if len(inner) == 1:
-                group, _ = _component_group_of(inner[0])
-                return group, group is not None
-    return None, False
-
-
-def component_group_of(field: FieldInfo) -> str | None:
-    """The registry group of a spec field declared ``Component(group)`` (optional or not)."""
-    group, _ = _component_group_of(field.annotation)
-    if group is None:
-        for meta in field.metadata:
-            if isinstance(meta, ComponentGroup):
-                return meta.group
-    return group
-
-
 def _group_union(group: str) -> Any:
     classes = []
     for name in registry.names(group):
@@ -217,7 +185,7 @@ def _materialize(model: type[BaseModel], cache: dict[type, type]) -> type[BaseMo
     fields: dict[str, Any] = {}
     changed = False
     for fname, info in model.model_fields.items():
-        group, optional = _component_group_of(info.annotation)
+        group, optional = annotation_group(info.annotation)
         if group is None and info.metadata:
             for meta in info.metadata:
                 if isinstance(meta, ComponentGroup):

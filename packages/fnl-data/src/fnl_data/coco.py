@@ -19,6 +19,7 @@ import numpy as np
 
 from fnl_core.densepose import NUM_COARSE_PARTS, NUM_FINE_CHARTS
 from fnl_core.errors import AnnotationError
+from fnl_core.files import atomic_write_text
 from fnl_core.structures import DensePoseAnnotation, ImageRecord, InstanceAnnotation
 from fnl_data.masks import DP_MASK_SIZE, decode_dp_masks, encode_dp_masks
 
@@ -335,8 +336,5 @@ def records_to_coco(records: list[ImageRecord]) -> dict[str, Any]:
 def write_densepose_coco(records: list[ImageRecord], json_path: str | Path) -> Path:
     """Write ``records`` as a DensePose-COCO JSON file (file names are stored as given)."""
     json_path = Path(json_path)
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = json_path.with_name(json_path.name + ".tmp")
-    tmp.write_text(json.dumps(records_to_coco(records), separators=(",", ":")), encoding="utf-8")
-    tmp.replace(json_path)
+    atomic_write_text(json_path, json.dumps(records_to_coco(records), separators=(",", ":")))
     return json_path

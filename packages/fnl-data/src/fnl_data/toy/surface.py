@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from fnl_core.densepose import FINE_TO_EVAL_GROUP, NUM_EVAL_GROUPS, SMPL_KAPPA
+from fnl_core.files import atomic_output
 from fnl_data.toy.body import (
     PART_RADII,
     PART_SINGLE,
@@ -215,10 +216,8 @@ class ToySurface:
         logger.info("computing toy-surface geodesics for %d vertices", self.num_vertices)
         dist = shortest_path(graph, method="D", directed=False).astype(np.float32)
         try:
-            self.cache_file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.cache_file.with_suffix(".tmp.npy")
-            np.save(tmp, dist)
-            tmp.replace(self.cache_file)
+            with atomic_output(self.cache_file) as tmp, tmp.open("wb") as f:
+                np.save(f, dist)
         except OSError as exc:
             logger.warning("could not cache toy-surface geodesics at %s: %s", self.cache_file, exc)
         return dist
