@@ -64,16 +64,22 @@ class InputSpec(_Section):
     )
     resize: Literal["pil_bilinear_uint8", "interpolate"] = Field(
         "pil_bilinear_uint8",
-        description="test-time resize done by fnl_detector.Predictor: 'pil_bilinear_uint8' "
-        "resamples the uint8 image with Pillow's BILINEAR filter, as the reference "
-        "implementations do (exact same pixels); 'interpolate' resizes the float image inside "
-        "the model with torch (interpolation / antialias below), as training does",
+        description="resize of fnl_detector.Predictor and of the trainer's data path: "
+        "'pil_bilinear_uint8' resamples the uint8 image with Pillow's BILINEAR filter, as the "
+        "reference implementations do at test and training time (exact same pixels); "
+        "'interpolate' resizes the float image with torch (interpolation / antialias below)",
     )
     interpolation: Literal["bilinear", "nearest"] = Field(
-        "bilinear", description="torch resize mode (training, and resize='interpolate')"
+        "bilinear", description="torch resize mode (with resize='interpolate')"
     )
     antialias: bool = Field(
         True, description="antialias when shrinking (closest to Pillow's BILINEAR resize)"
+    )
+    random_flip: Literal["horizontal", "none"] = Field(
+        "horizontal",
+        description="training augmentation (detectron2 INPUT.RANDOM_FLIP): 'horizontal' mirrors "
+        "each image with probability 0.5, DensePose charts following the body's left/right "
+        "symmetry; 'none' never flips",
     )
 
     @field_validator("min_size_train")

@@ -68,16 +68,19 @@ class DensePoseRCNN(nn.Module):
         targets: list[dict[str, Any]] | None = None,
         *,
         original_sizes: list[tuple[int, int]] | None = None,
+        presized: bool = False,
     ) -> dict[str, Tensor] | list[dict[str, Any]]:
         """``original_sizes`` (inference only): the images are already resized to the network
         input size (:class:`fnl_detector.Predictor` does this); boxes are returned in the frame
-        of these original (h, w) sizes instead."""
+        of these original (h, w) sizes instead. ``presized`` (training): the images and the
+        targets' boxes are already at the network input size (the trainer's data path resizes
+        them as the reference's mapper does); the model only normalises and pads."""
         if self.training and targets is None:
             raise ValueError("targets are required in training mode")
         if targets is not None and len(targets) != len(images):
             raise ValueError(f"got {len(images)} images but {len(targets)} targets")
-        presized = original_sizes is not None
-        if presized:
+        presized = presized or original_sizes is not None
+        if original_sizes is not None:
             if self.training:
                 raise ValueError("original_sizes is for inference only (model is in train mode)")
             if len(original_sizes) != len(images):

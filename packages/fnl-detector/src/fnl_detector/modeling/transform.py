@@ -23,9 +23,11 @@ def resized_shape(h: int, w: int, short: int, max_size: int) -> tuple[int, int]:
 class ImageTransform(nn.Module):
     """Turns a list of RGB images (float, 0..255, any sizes) into one padded, normalised batch.
 
-    Training picks the short side uniformly from ``min_size_train`` per image (torch RNG) and
-    scales the target boxes with the image; crowd boxes are dropped and boxes are clipped to the
-    image, removing those left empty. DensePose annotations are box-relative and stay as is.
+    Training picks the short side uniformly from ``min_size_train`` per image (torch RNG, drawn
+    only when there is a choice) and scales the target boxes with the image
+    (:func:`resize_target`). The trainer instead resizes in its data path, as the reference's
+    mapper does (Pillow on uint8), and passes ``presized=True``: the images are then only
+    normalised and padded, and the targets only filtered.
     """
 
     def __init__(
@@ -63,6 +65,8 @@ class ImageTransform(nn.Module):
     def target_short_side(self) -> tuple[int, int]:
         if not self.training:
             return self.min_size_test, self.max_size_test
+        if len(self.min_size_train) == 1:
+            return self.min_size_train[0], self.max_size_train
         k = int(torch.randint(len(self.min_size_train), ()).item())
         return self.min_size_train[k], self.max_size_train
 
@@ -100,13 +104,12 @@ class ImageTransform(nn.Module):
     ) -> tuple[Tensor, list[tuple[int, int]], list[dict[str, Any]] | None]:
         """(batch, resized image sizes (h, w), targets in the resized frame).
 
-        ``resize=False``: the images already have their network input size (the predictor
-        resized them, e.g. with Pillow on uint8); they are only normalised and padded.
+        ``resize=False``: the images already have their network input size (the predictor or
+        the training data path resized them with Pillow on uint8) and the targets are in that
+        frame; images are only normalised and padded, targets only filtered.
         """
         if not images:
             raise ValueError("expected at least one image")
-        if not resize and targets is not None:
-            raise ValueError("resize=False is for inference only (targets were given)")
         out_images, sizes = [], []
         out_targets = [] if targets is not None else None
         for k, image in enumerate(images):
@@ -121,7 +124,7 @@ class ImageTransform(nn.Module):
             out_images.append(self.normalize(self.resize(image.float(), size)))
             sizes.append(size)
             if targets is not None:
-                out_targets.append(_resize_target(targets[k], (h, w), size, k))
+                out_targets.append(resize_target(targets[k], (h, w), size, k))
         return self.batch(out_images), sizes, out_targets
 
     @staticmethod
@@ -138,9 +141,12 @@ class ImageTransform(nn.Module):
         return out, keep
 
 
-def _resize_target(
+def resize_target(
     target: dict[str, Any], old: tuple[int, int], new: tuple[int, int], index: int
 ) -> dict[str, Any]:
+    """``target`` of an image of size ``old`` (h, w) in the frame of its resized ``new`` size,
+    as the reference's training mapper does it: boxes scaled per axis in float64, clipped to
+    the image, then float32; crowd boxes and boxes left empty are dropped."""
     boxes = target.get("boxes")
     if boxes is None:
         raise ValueError(f"target {index}: missing 'boxes' (float Tensor[K, 4], XYXY)")
@@ -156,9 +162,12 @@ def _resize_target(
             f"({len(densepose)}) must have the same length"
         )
     (oh, ow), (nh, nw) = old, new
-    boxes = boxes * boxes.new_tensor([nw / ow, nh / oh, nw / ow, nh / oh])
-    boxes[:, 0::2] = boxes[:, 0::2].clamp(0, nw)
-    boxes[:, 1::2] = boxes[:, 1::2].clamp(0, nh)
+    scaled = boxes.double() * boxes.new_tensor(
+        [nw / ow, nh / oh, nw / ow, nh / oh], dtype=torch.float64
+    )
+    scaled[:, 0::2] = scaled[:, 0::2].clamp(0, nw)
+    scaled[:, 1::2] = scaled[:, 1::2].clamp(0, nh)
+    boxes = scaled.to(boxes.dtype)
     keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
     if "iscrowd" in target and target["iscrowd"] is not None:
         keep &= torch.as_tensor(target["iscrowd"]).reshape(-1) == 0

@@ -26,6 +26,7 @@ from fnl_detector.train.checkpoint import CheckpointDir, CheckpointError, save_w
 from fnl_detector.train.config import TrainConfig
 from fnl_detector.train.data import (
     DeterministicBatchSampler,
+    TrainResize,
     TrainSamples,
     has_training_instances,
     make_loader,
@@ -336,6 +337,9 @@ class Trainer:
     def _train(self, stop_at: int | None) -> dict[str, Any]:
         cfg = self.config
         budget_mode = cfg.max_minutes is not None
+        input_spec = self._input_spec()
+        resize = None if input_spec is None else TrainResize.from_input_spec(input_spec)
+        self._forward_options = {} if resize is None else {"presized": True}
         sampler = DeterministicBatchSampler(
             len(self.records),
             cfg.batch_size,
@@ -344,8 +348,11 @@ class Trainer:
             rank=self.dist.rank,
             world_size=self.dist.world_size,
             start_iter=self.start_iter,
+            flip_prob=0.0 if getattr(input_spec, "random_flip", None) == "none" else 0.5,
+            num_sizes=1 if resize is None else len(resize.short_sides),
         )
-        loader = make_loader(TrainSamples(self.train_set, self.records), sampler, cfg.num_workers)
+        samples = TrainSamples(self.train_set, self.records, resize)
+        loader = make_loader(samples, sampler, cfg.num_workers)
         writer = MetricsWriter(
             self.run_dir,
             enabled=self.is_main,
@@ -433,6 +440,13 @@ class Trainer:
             "stopped": False,
         }
 
+    def _input_spec(self) -> Any:
+        """The ``input`` section of the spec being trained (the trainer's or the model's); None
+        for a model without a spec, which then gets images at their own size and resizes them
+        itself."""
+        spec = self.spec if self.spec is not None else getattr(self.model, "spec", None)
+        return getattr(spec, "input", None)
+
     def _step(self, it: int, images: list[torch.Tensor], targets: list[dict]) -> dict[str, float]:
         images = [im.to(self.device, non_blocking=True).float() for im in images]
         targets = [_to_device(t, self.device) for t in targets]
@@ -440,7 +454,7 @@ class Trainer:
         with torch.autocast(
             device_type=self.device.type, dtype=torch.float16, enabled=self.use_amp
         ):
-            loss_dict = self.ddp_model(images, targets)
+            loss_dict = self.ddp_model(images, targets, **self._forward_options)
         values = torch.stack([v.detach().float().reshape(()) for v in loss_dict.values()])
         if not dist_utils.all_finite(values):
             raise NonFiniteLossError(self._nonfinite_message(it, loss_dict))
