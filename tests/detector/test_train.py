@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from torch import nn
 from train_fakes import FakeDataset, FakeDetector, tiny_config
 
 from fnl_detector.train.checkpoint import (
@@ -14,13 +15,13 @@ from fnl_detector.train.checkpoint import (
     CheckpointDir,
     CheckpointError,
     load_state,
-    read_weights,
 )
 from fnl_detector.train.config import TrainConfig
 from fnl_detector.train.data import DeterministicBatchSampler
 from fnl_detector.train.loop import NonFiniteLossError, Trainer
 from fnl_detector.train.optim import build_optimizer, param_groups
 from fnl_detector.train.schedule import WarmupStepSchedule
+from fnl_detector.weights import read_weights
 
 
 def _config(**kw) -> TrainConfig:
@@ -72,6 +73,25 @@ def test_no_weight_decay_on_norm_params():
     assert groups[0]["weight_decay"] == 1e-4 and groups[1]["weight_decay"] == 0.0
     assert {id(p) for p in groups[1]["params"]} == {id(model.norm.weight), id(model.norm.bias)}
     assert id(model.conv.weight) in decayed and id(model.norm.weight) not in decayed
+
+
+def test_weight_decay_follows_the_reference_on_fusion_weights_and_subclassed_norms():
+    """detectron2 exempts norm layers by type: a module that merely has "Norm" in its class
+    name (the BiFPN's fast normalised fusion) keeps its weight decay; a subclass of a torch
+    norm (timm's BatchNormAct2d) loses it."""
+
+    class FastNormalizedFusion(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.weight = nn.Parameter(torch.ones(2))
+
+    class BatchNormAct(nn.BatchNorm2d):
+        pass
+
+    model = nn.ModuleDict({"fuse": FastNormalizedFusion(), "bn": BatchNormAct(4)})
+    decayed, exempt = param_groups(model, 1e-4, 0.0)
+    assert [id(p) for p in decayed["params"]] == [id(model["fuse"].weight)]
+    assert {id(p) for p in exempt["params"]} == {id(model["bn"].weight), id(model["bn"].bias)}
 
 
 def test_optimizer_choice():

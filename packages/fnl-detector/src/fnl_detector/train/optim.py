@@ -1,4 +1,10 @@
-"""SGD or AdamW with weight decay on every parameter except those of normalisation layers."""
+"""SGD or AdamW with weight decay on every parameter except those of normalisation layers.
+
+Norm layers are recognised by type, as detectron2's ``get_default_optimizer_params`` does
+(``SOLVER.WEIGHT_DECAY_NORM`` applies to torch's batch/group/instance/layer norms and their
+subclasses, such as timm's ``BatchNormAct2d``). Other parameters, the biases and the BiFPN's
+fusion weights (``FastNormalizedFusion``) included, get ``SOLVER.WEIGHT_DECAY``.
+"""
 
 from __future__ import annotations
 
@@ -14,8 +20,8 @@ _NORM_TYPES: tuple[type[nn.Module], ...] = (
 
 
 def is_norm(module: nn.Module) -> bool:
-    """True for torch norm layers and for any module whose class name says it is one."""
-    return isinstance(module, _NORM_TYPES) or "norm" in type(module).__name__.lower()
+    """True for torch's normalisation layers and their subclasses."""
+    return isinstance(module, _NORM_TYPES)
 
 
 def param_groups(
