@@ -223,7 +223,7 @@ class StepRecorder:
 
 def build_model(fixture: Path, settings: dict, preset: str, dp_iou: float | None) -> Any:
     from fnl_detector import build_detector, load_spec
-    from fnl_detector.convert import load_weights
+    from fnl_detector.loading import load_weights
 
     spec = load_spec(preset, spec_overrides(settings["full_config"], dp_iou))
     model = build_detector(spec)
