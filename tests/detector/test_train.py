@@ -66,6 +66,16 @@ def test_paper_schedule_scales_with_iters():
         TrainConfig(batch_size=0)
 
 
+def test_reference_schedules_stretch_to_the_run_length():
+    s3x = TrainConfig.scaled(3900, "s3x")
+    assert s3x.steps == (3300, 3700) and s3x.warmup_iters == 10
+    assert TrainConfig.scaled(390_000, "s3x").steps == (330_000, 370_000)
+    assert TrainConfig.scaled(1300).steps == (1000, 1200)
+    assert TrainConfig().amp is False  # the reference trains in float32
+    with pytest.raises(ValueError, match="schedule must be one of"):
+        TrainConfig.scaled(100, "s2x")
+
+
 def test_no_weight_decay_on_norm_params():
     model = FakeDetector()
     groups = param_groups(model, 1e-4, 0.0)

@@ -104,3 +104,18 @@ def test_results_are_read_by_fnl_eval():
         decoded = decode_iuv(r["densepose"])
         assert np.array_equal(decoded, iuv)
         assert decoded.shape[1:] == (max(int(r["bbox"][3]), 1), max(int(r["bbox"][2]), 1))
+
+
+def test_mobile_b_trains_on_the_reference_s3x_schedule():
+    """--recipe paper takes the schedule of the config the preset is named after."""
+    import argparse
+
+    from fnl_detector.commands.train import train_config
+    from fnl_detector.spec import load_spec
+
+    for name in ("mobile_parsing_rcnn_b", "mobile_parsing_rcnn_b_test_tuned"):
+        assert load_spec(name).schedule == "s3x"
+    assert load_spec("mobile_parsing_rcnn_a").schedule == "s1x"
+    args = argparse.Namespace(batch_size=None, lr=None, device=None, seed=None, num_workers=None)
+    config = train_config(args, {}, None, schedule="s3x")
+    assert (config.iters, config.steps, config.warmup_iters) == (390_000, (330_000, 370_000), 1000)

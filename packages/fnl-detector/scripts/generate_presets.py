@@ -395,7 +395,8 @@ def all_presets() -> dict[str, dict[str, Any]]:
             "Mobile Parsing R-CNN (B) (paper Table 1, FnL mobile_parsing_rcnn_b_s3x): "
             "spnasnet_100 expansion features + BiFPN 64, 2-conv box head 64, ASPP + 4 conv 64 "
             "DensePose head on P2 32x32 RoIs (ROIAlignV2), heatmap 64; 3,349,621 parameters.",
-        ),
+        )
+        | {"schedule": "s3x"},
         "mobile_parsing_rcnn_b_test_tuned": {
             "preset": "mobile_parsing_rcnn_b",
             "description": (

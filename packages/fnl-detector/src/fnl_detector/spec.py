@@ -325,6 +325,12 @@ class DetectorSpec(_Section):
     roi_heads: RoIHeadsSpec = Field(default_factory=RoIHeadsSpec)
     densepose: DensePoseSpec
     test: TestSpec = Field(default_factory=TestSpec)
+    schedule: Literal["s1x", "s3x"] = Field(
+        "s1x",
+        description="the reference schedule `fnl train --recipe paper` uses for this model "
+        "(batch 16, LR 0.002): s1x = 130k steps, LR x0.1 at 100k and 120k; s3x = 390k steps, "
+        "x0.1 at 330k and 370k; --iters stretches it",
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -1,9 +1,10 @@
 """Training options (the solver and the loop), validated by pydantic; no torch import.
 
-Defaults are the paper's s1x schedule (spec/paper_numbers.md §7): SGD, momentum 0.9, weight
-decay 1e-4 (none on norm parameters), LR 0.002 for a batch of 16, 130k iterations with ×0.1 at
-100k and 120k, linear warm-up over 1000 iterations from 0.1 × LR. :meth:`TrainConfig.scaled`
-shrinks that schedule proportionally to a shorter run.
+Defaults are the reference's s1x schedule (docs/paper.md, "Training and test settings"): SGD,
+momentum 0.9, weight decay 1e-4 (none on norm parameters), LR 0.002 for a batch of 16, 130k
+iterations with ×0.1 at 100k and 120k, linear warm-up over 1000 iterations from 0.1 × LR, float32.
+:meth:`TrainConfig.scaled` stretches a schedule (``s1x``, or ``s3x``: 390k iterations with ×0.1 at
+330k and 370k) proportionally to another run length.
 """
 
 from __future__ import annotations
@@ -16,6 +17,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 PAPER_ITERS = 130_000
 PAPER_STEPS = (100_000, 120_000)
 PAPER_WARMUP = 1000
+#: The reference's schedules by name (a detector spec's ``schedule``): iterations, LR steps.
+SCHEDULES: dict[str, tuple[int, tuple[int, ...]]] = {
+    "s1x": (PAPER_ITERS, PAPER_STEPS),
+    "s3x": (390_000, (330_000, 370_000)),
+}
 
 
 class TrainConfig(BaseModel):
@@ -39,7 +45,11 @@ class TrainConfig(BaseModel):
     steps: tuple[int, ...] = Field(PAPER_STEPS, description="iterations where LR is × gamma")
     gamma: float = Field(0.1, gt=0, le=1)
     clip_grad_norm: float | None = Field(None, gt=0, description="max global gradient L2 norm")
-    amp: bool = Field(True, description="mixed precision (CUDA only; ignored on CPU)")
+    amp: bool = Field(
+        False,
+        description="mixed precision (CUDA only; ignored on CPU). Off by default, as the "
+        "reference trains in float32 (SOLVER.AMP.ENABLED false)",
+    )
     seed: int = Field(0, ge=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     num_workers: int = Field(0, ge=0, description="data-loading worker processes per rank")
@@ -70,12 +80,16 @@ class TrainConfig(BaseModel):
         return self
 
     @classmethod
-    def scaled(cls, iters: int, **options: object) -> TrainConfig:
-        """The paper schedule stretched to ``iters`` steps; ``options`` override any field."""
-        factor = iters / PAPER_ITERS
+    def scaled(cls, iters: int, schedule: str = "s1x", **options: object) -> TrainConfig:
+        """The reference ``schedule`` (``s1x`` or ``s3x``) stretched to ``iters`` steps;
+        ``options`` override any field."""
+        if schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {sorted(SCHEDULES)}, got {schedule!r}")
+        total, steps = SCHEDULES[schedule]
+        factor = iters / total
         defaults: dict[str, object] = {
             "iters": iters,
-            "steps": tuple(max(1, round(s * factor)) for s in PAPER_STEPS),
+            "steps": tuple(max(1, round(s * factor)) for s in steps),
             "warmup_iters": min(PAPER_WARMUP, max(1, round(PAPER_WARMUP * factor))),
             "checkpoint_period": max(1, min(5000, iters // 4 or 1)),
         }
