@@ -38,7 +38,7 @@ from fnl_detector.analysis import (
     median,
     time_models,
 )
-from fnl_detector.convert import load_weights
+from fnl_detector.loading import load_weights
 from fnl_quant.artifact import state_dict_megabytes
 from fnl_quant.config import PTQConfig
 from fnl_quant.quantizers import quantization_plan

@@ -45,8 +45,8 @@ from fnl_detector.analysis import (  # noqa: E402
 )
 from fnl_detector.build import build_detector  # noqa: E402
 from fnl_detector.commands.export import calibration_images  # noqa: E402
-from fnl_detector.convert import load_weights  # noqa: E402
 from fnl_detector.export import INT8_FILE, MODEL_FILE, export_onnx, quantize_onnx  # noqa: E402
+from fnl_detector.loading import load_weights  # noqa: E402
 from fnl_detector.predictor import Predictor  # noqa: E402
 from fnl_detector.spec import load_spec  # noqa: E402
 from fnl_runtime import Runtime  # noqa: E402

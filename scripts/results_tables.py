@@ -81,7 +81,7 @@ class Bench:
     """The held-out data, the evaluator and helpers shared by every row."""
 
     def __init__(self, args: argparse.Namespace) -> None:
-        from fnl_detector.model_eval import build_evaluator
+        from fnl_detector.train.evaluate import build_evaluator
         from fnl_detector.train.sources import parse_data
 
         self.args = args
@@ -155,6 +155,7 @@ def float_predictor(
 def table6(bench: Bench, args: argparse.Namespace) -> list[dict]:
     import torch
 
+    from fnl_detector.loading import load_model
     from fnl_detector.model_eval import calibration_images, int8_model
     from fnl_detector.predictor import Predictor
 
@@ -168,7 +169,7 @@ def table6(bench: Bench, args: argparse.Namespace) -> list[dict]:
 
     calib = calibration_images(bench.source, args.calibration_images)
     variants: list[tuple[str, Any]] = []
-    float_model = Predictor(args.resolved.spec, args.resolved.weights, optimize=False).model
+    float_model = load_model(args.resolved.spec, args.resolved.weights)
     variants.append(("int8 PTQ (PyTorch)", int8_model(float_model, images=calib)))
     if args.qat_iterations:
         variants.append(("int8 QAT (PyTorch)", qat_model(args, bench)))
@@ -196,8 +197,7 @@ def qat_model(args: argparse.Namespace, bench: Bench) -> Any:
     """A short QAT fine-tune on the held-out data's train split, through ``fnl quantize``."""
     import subprocess
 
-    from fnl_detector.model_eval import int8_model
-    from fnl_detector.predictor import Predictor
+    from fnl_detector.loading import load_model
 
     out = bench.work / "qat"
     command = [
@@ -209,8 +209,7 @@ def qat_model(args: argparse.Namespace, bench: Bench) -> Any:
     for option in HELD_OUT:
         command += ["--data-set", option]
     subprocess.run(command, check=True)
-    float_model = Predictor(args.resolved.spec, args.resolved.weights, optimize=False).model
-    return int8_model(float_model, saved=str(out))
+    return load_model(args.resolved.spec, out)
 
 
 def runtime_predict(runtime: Any) -> Callable[[Any], list[dict]]:
@@ -385,12 +384,11 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from fnl_detector.commands._weights import resolve_model
+    from fnl_detector.loading import resolve_model
     from fnl_detector.spec import load_spec
 
     torch.set_num_threads(args.threads)
-    args.spec = None
-    args.resolved = resolve_model(args)
+    args.resolved = resolve_model(model=args.model, weights=args.weights)
     spec = load_spec(args.resolved.spec)
     bench = Bench(args)
     if args.no_onnx:

@@ -22,10 +22,10 @@ from fnl_detector.convert import (
     convert_checkpoint,
     convert_state_dict,
     d2_resnet_to_timm,
-    load_weights,
     map_keys,
     read_checkpoint,
 )
+from fnl_detector.loading import load_weights
 
 
 def to_reference_layout(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

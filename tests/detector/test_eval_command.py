@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -50,7 +49,7 @@ def tiny(tiny_components, tmp_path: Path, cache: Path):
     from detector_standins import tiny_spec
 
     from fnl_detector import build_detector, load_spec
-    from fnl_detector.convert import save_weights
+    from fnl_detector.weights import save_weights
 
     torch.manual_seed(0)
     spec = load_spec(tiny_spec())
@@ -68,9 +67,8 @@ def _json_out(capsys: pytest.CaptureFixture) -> dict:
 def test_eval_weights_json_is_percent_of_training_evaluation(tiny: Path, capsys) -> None:
     import torch
 
-    from fnl_detector.commands._weights import ResolvedModel, build_model
-    from fnl_detector.model_eval import build_evaluator
-    from fnl_detector.train.evaluate import evaluate_model
+    from fnl_detector.loading import load_model
+    from fnl_detector.train.evaluate import build_evaluator, evaluate_model
     from fnl_detector.train.sources import parse_data
 
     assert main(["eval", "--weights", str(tiny), *TOY, "--json", "--no-progress"]) == 0
@@ -78,7 +76,7 @@ def test_eval_weights_json_is_percent_of_training_evaluation(tiny: Path, capsys)
     assert list(out) == ["bbox", "segm", "gps", "gpsm"]
     # the same numbers as the training loop's evaluation, in percent
     spec = json.loads(safetensors_metadata(tiny)["spec"])
-    model = build_model(ResolvedModel(spec, tiny, "tiny"))
+    model = load_model(spec, tiny)
     source = parse_data("toy", ['num_images={"train": 2, "val": 3}'])
     dataset = source.build("val")
     metrics = evaluate_model(
@@ -157,26 +155,25 @@ def test_eval_spec_error_comes_before_prediction(tiny: Path, capsys) -> None:
 
 @needs_eval
 def test_eval_without_fnl_detector_names_the_package(monkeypatch, capsys, tmp_path) -> None:
-    monkeypatch.setitem(sys.modules, "fnl_detector.model_eval", None)
+    real = registry.entry_points
+
+    def without_fnl_detector(group):
+        return [ep for ep in real(group=group) if ep.dist.metadata["Name"] != "fnl-detector"]
+
+    monkeypatch.setattr(registry, "entry_points", lambda group: without_fnl_detector(group))
     assert main(["eval", "--weights", str(tmp_path / "w.safetensors"), *TOY]) == 2
     err = capsys.readouterr().err
     assert "needs the fnl-detector package" in err and "\n" not in err.strip()
 
 
 # ---------------------------------------------------------------- resolve_model
-def _args(**kw):
-    import argparse
-
-    return argparse.Namespace(**{"model": None, "weights": None, "spec": None, **kw})
-
-
 def test_resolve_weights_reads_spec_metadata_then_spec_json(tiny: Path, tmp_path: Path) -> None:
     from fnl_core.errors import InputError
-    from fnl_detector.commands._weights import resolve_model
-    from fnl_detector.convert import save_weights
+    from fnl_detector.loading import resolve_model
     from fnl_detector.spec import load_spec
+    from fnl_detector.weights import save_weights
 
-    resolved = resolve_model(_args(weights=str(tiny)))
+    resolved = resolve_model(weights=str(tiny))
     assert resolved.weights == tiny and resolved.spec["backbone"]["type"] == "tiny_backbone"
     # a training run: weights without metadata, spec.json in the run folder
     from safetensors.torch import load_file
@@ -186,32 +183,32 @@ def test_resolve_weights_reads_spec_metadata_then_spec_json(tiny: Path, tmp_path
     ckpt.parent.mkdir(parents=True)
     save_weights(load_file(tiny), ckpt)
     with pytest.raises(InputError, match="no --spec given"):
-        resolve_model(_args(weights=str(ckpt)))
+        resolve_model(weights=str(ckpt))
     (run / "spec.json").write_text(json.dumps(resolved.spec))
-    again = resolve_model(_args(weights=str(ckpt)))
+    again = resolve_model(weights=str(ckpt))
     assert load_spec(again.spec) == load_spec(resolved.spec)
     with pytest.raises(FileNotFoundError, match="no such file"):
-        resolve_model(_args(weights=str(tmp_path / "missing.safetensors")))
+        resolve_model(weights=str(tmp_path / "missing.safetensors"))
 
 
 def test_resolve_model_with_local_weights_and_spec_only(tiny: Path, tmp_path: Path) -> None:
     from detector_standins import tiny_spec
 
     from fnl_core.errors import InputError
-    from fnl_detector.commands._weights import resolve_model
+    from fnl_detector.loading import resolve_model
 
     spec_file = tmp_path / "tiny.json"
     spec_file.write_text(json.dumps(tiny_spec()))
     card = ModelCard(name="manual_only", spec=str(spec_file), download_page="https://x.invalid/p")
     with registry.registered(MODELS, "manual_only", card):
         with pytest.raises(InputError, match="--weights PATH"):
-            resolve_model(_args(model="manual_only"))
-        resolved = resolve_model(_args(model="manual_only", weights=str(tiny)))
+            resolve_model(model="manual_only")
+        resolved = resolve_model(model="manual_only", weights=str(tiny))
     assert resolved.weights == tiny and resolved.label == "manual_only"
-    untrained = resolve_model(_args(spec=str(spec_file)), require_weights=False)
+    untrained = resolve_model(spec=str(spec_file), require_weights=False)
     assert untrained.weights is None
     with pytest.raises(InputError, match="no model given"):
-        resolve_model(_args(spec=str(spec_file)))
+        resolve_model(spec=str(spec_file))
 
 
 # ---------------------------------------------------------------- --model in other commands

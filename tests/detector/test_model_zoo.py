@@ -94,29 +94,25 @@ def test_toy_card_points_into_the_package() -> None:
     reason="the toy model's weights are not in the package yet (added from the training run)",
 )
 def test_toy_model_loads_with_the_spec_from_its_weights() -> None:
-    import argparse
+    from fnl_detector.loading import load_model, resolve_model
 
-    from fnl_detector.commands._weights import build_model, resolve_model
-
-    resolved = resolve_model(argparse.Namespace(model=TOY, weights=None, spec=None))
+    resolved = resolve_model(model=TOY)
     assert resolved.weights == get_card(TOY).packaged_weights()
-    model = build_model(resolved)  # strict load: every key fits
+    model = load_model(resolved.spec, resolved.weights)  # strict load: every key fits
     assert not model.training
 
 
 def test_pack_run_writes_weights_with_spec_and_updates_the_card(
     tiny_components, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import argparse
-
     import torch
     from detector_standins import tiny_spec
 
     from fnl_core.models import ModelCard, safetensors_metadata
     from fnl_detector import build_detector, load_spec
-    from fnl_detector.commands._weights import build_model, resolve_model
-    from fnl_detector.convert import save_weights
+    from fnl_detector.loading import load_model, resolve_model
     from fnl_detector.model_zoo.pack import pack_run
+    from fnl_detector.weights import save_weights
 
     run = tmp_path / "run"
     (run / "checkpoints" / "iter_0000002").mkdir(parents=True)
@@ -143,7 +139,7 @@ def test_pack_run_writes_weights_with_spec_and_updates_the_card(
     # the packed model resolves and loads like the shipped one would
     shipped = ModelCard(name="toy_test", weights=str(weights), sha256=card["sha256"])
     with registry.registered(MODELS, "toy_test", shipped):
-        resolved = resolve_model(argparse.Namespace(model="toy_test", weights=None, spec=None))
-        loaded = build_model(resolved)
+        resolved = resolve_model(model="toy_test")
+        loaded = load_model(resolved.spec, resolved.weights)
     for key, value in model.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value), key

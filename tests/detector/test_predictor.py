@@ -14,8 +14,10 @@ from fnl_core.errors import ImageReadError, InputError
 from fnl_core.imaging import resize_image, resized_shape
 from fnl_detector import Predictor, build_detector
 from fnl_detector.analysis import calibrate_batch_norm
-from fnl_detector.convert import save_weights
-from fnl_detector.predictor import choose_backend, example_image, spec_from_weights
+from fnl_detector.loading import spec_from_weights
+from fnl_detector.optimize import example_image
+from fnl_detector.predictor import choose_backend
+from fnl_detector.weights import save_weights
 
 #: Forced detections: score threshold 0 and 5 per image (random weights).
 FORCED = {"score_thresh": 0.0, "detections_per_image": 5}

@@ -12,7 +12,8 @@ import pytest
 import torch
 from train_fakes import FakeDataset, FakeDetector, tiny_config
 
-from fnl_detector.train.checkpoint import CheckpointDir, CheckpointError, atomic_write_bytes
+from fnl_core.files import atomic_write_bytes
+from fnl_detector.train.checkpoint import CheckpointDir, CheckpointError
 from fnl_detector.train.config import TrainConfig
 from fnl_detector.train.evaluate import evaluate_model
 from fnl_detector.train.loop import RunExistsError, Trainer, TrainingInterrupted

@@ -14,7 +14,7 @@ from fnl_core.cli import main
 from fnl_core.errors import InputError
 from fnl_detector import build_detector
 from fnl_detector.analysis import calibrate_batch_norm
-from fnl_detector.convert import save_weights
+from fnl_detector.weights import save_weights
 
 av = pytest.importorskip("av", reason="PyAV (fnl-detector[video]) is not installed")
 

@@ -242,7 +242,8 @@ def test_fuzz_weights_and_trainer_state(tmp_path):
     torch = pytest.importorskip("torch")
     from safetensors.torch import save
 
-    from fnl_detector.train.checkpoint import FORMAT, load_state, read_weights
+    from fnl_detector.train.checkpoint import load_state
+    from fnl_detector.weights import FORMAT, read_weights
 
     rng = random.Random(SEED + 4)
     weights = save({"a.weight": torch.ones(4, 3), "b": torch.arange(5)}, metadata={"k": "v"})

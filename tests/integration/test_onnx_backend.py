@@ -172,7 +172,7 @@ def test_fnl_predict_on_onnxruntime_writes_what_torch_writes(tmp_path, capsys):
     from PIL import Image
 
     from fnl_core.cli import main
-    from fnl_detector.convert import save_weights
+    from fnl_detector.weights import save_weights
 
     model, image = _model_and_image()
     weights = tmp_path / "b.safetensors"
@@ -205,7 +205,7 @@ def test_fnl_predict_falls_back_to_torch_in_one_line(tmp_path, monkeypatch, caps
     from PIL import Image
 
     from fnl_core.cli import main
-    from fnl_detector.convert import save_weights
+    from fnl_detector.weights import save_weights
 
     model, image = _model_and_image()
     weights = tmp_path / "b.safetensors"

@@ -103,8 +103,8 @@ def test_predict_without_onnx_or_onnxruntime_runs_pytorch(
     from PIL import Image
 
     from fnl_detector.build import build_detector
-    from fnl_detector.convert import save_weights
     from fnl_detector.spec import load_spec
+    from fnl_detector.weights import save_weights
 
     monkeypatch.setitem(sys.modules, module, None)
     sets = ["input.min_size_test=96", "input.max_size_test=128", "test.score_thresh=0"]

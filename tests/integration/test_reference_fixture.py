@@ -94,7 +94,7 @@ def ref():
 @pytest.fixture(scope="module")
 def model():
     from fnl_detector import build_detector, load_spec
-    from fnl_detector.convert import load_weights
+    from fnl_detector.loading import load_weights
 
     torch.set_num_threads(2)
     torch.manual_seed(1)  # any init: every tensor is overwritten
@@ -258,7 +258,8 @@ def test_end_to_end_from_input_png(model, ref):
 @needs_mobile_b
 def test_converted_safetensors_compute_the_same(model, ref, tmp_path):
     from fnl_detector import build_detector, load_spec
-    from fnl_detector.convert import convert_checkpoint, load_weights
+    from fnl_detector.convert import convert_checkpoint
+    from fnl_detector.loading import load_weights
 
     out = tmp_path / "mobile_b.safetensors"
     convert_checkpoint(

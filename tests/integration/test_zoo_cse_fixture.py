@@ -41,7 +41,7 @@ def ref():
 @pytest.fixture(scope="module")
 def model():
     from fnl_detector import build_detector, load_spec
-    from fnl_detector.convert import load_weights
+    from fnl_detector.loading import load_weights
 
     torch.manual_seed(1)
     m = build_detector(load_spec("mobile_parsing_rcnn_b_cse", MOBILE_OVERRIDES)).eval()

@@ -33,6 +33,9 @@ PRESETS = "fnl.presets"
 SPECS = "fnl.specs"
 MODELS = "fnl.models"
 COMMANDS = "fnl.commands"
+#: ``fnl eval --model``: predicting a dataset split with a model and scoring it, provided by the
+#: package that runs models (fnl-detector's ``detector`` entry), so that fnl-eval needs none.
+MODEL_EVALUATION = "fnl.model_evaluation"
 
 #: Component groups, in the order ``fnl list`` shows them, with the fnl package that ships
 #: the built-in entries of each (used in error messages).
@@ -55,8 +58,12 @@ COMPONENT_GROUPS: dict[str, str] = {
     MODELS: "fnl-detector",
 }
 
-#: Every group the registry knows, including the CLI's subcommand group.
-ALL_GROUPS: dict[str, str] = {**COMPONENT_GROUPS, COMMANDS: "fnl-core"}
+#: Every group the registry knows, including the CLI's subcommand group and the hooks.
+ALL_GROUPS: dict[str, str] = {
+    **COMPONENT_GROUPS,
+    COMMANDS: "fnl-core",
+    MODEL_EVALUATION: "fnl-detector",
+}
 
 
 def normalize_group(group: str) -> str:

@@ -1,5 +1,8 @@
 """Reference checkpoints (detectron2, DensePoseFnL) -> FnL detector weights.
 
+This module reads checkpoint files and maps their keys; loading them into a model is
+:func:`fnl_detector.loading.load_weights`, writing FnL weights :mod:`fnl_detector.weights`.
+
 Supported sources:
 
 * detectron2 / DensePoseFnL ``.pth`` files (``torch.save``; read with ``weights_only=True``):
@@ -39,19 +42,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fnl_core.errors import WeightsError
+
 if TYPE_CHECKING:
     import torch
     from torch import nn
 
 #: Checkpoint formats ``fnl convert --from`` accepts (DensePoseFnL writes detectron2's format).
 SOURCE_FORMATS = ("detectron2",)
-#: Safetensors metadata ``format`` of FnL weights files (same as the training checkpoints).
-WEIGHTS_FORMAT = "fnl-detector/1"
 _NORMALISATION_KEYS = ("pixel_mean", "pixel_std")
 _SHOW = 20
 
 
-class ConversionError(ValueError):
+class ConversionError(WeightsError):
     """A checkpoint cannot be read, or does not fit the model."""
 
 
@@ -127,14 +130,12 @@ def _read_torch(path: Path) -> Any:
 
 
 def _read_safetensors(path: Path) -> dict[str, Any]:
-    from safetensors.torch import load
+    from fnl_detector.weights import read_weights
 
     try:
-        return load(path.read_bytes())
-    except Exception as exc:
-        raise ConversionError(
-            f"{path}: truncated or corrupt (not a readable safetensors file): {exc}"
-        ) from exc
+        return read_weights(path)
+    except WeightsError as exc:
+        raise ConversionError(str(exc)) from exc
 
 
 def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
@@ -380,35 +381,7 @@ def convert_state_dict(
     return out, mapping
 
 
-# --------------------------------------------------------------------------- loading / saving
-def load_reference_checkpoint(model: nn.Module, path: str | Path) -> KeyMapping:
-    """Load a detectron2 / DensePoseFnL checkpoint (``.pth`` or model-zoo ``.pkl``) into
-    ``model``; every key must fit (see the module docstring)."""
-    state, mapping = convert_state_dict(read_checkpoint(path), model)
-    model.load_state_dict(state, strict=True)
-    return mapping
-
-
-def load_weights(model: nn.Module, path: str | Path) -> KeyMapping:
-    """Load FnL ``.safetensors`` weights or a reference ``.pth``/``.pkl`` checkpoint into
-    ``model`` (strict: any missing, unexpected or mis-shaped key raises
-    :class:`ConversionError`)."""
-    return load_reference_checkpoint(model, path)
-
-
-def save_weights(
-    state: Mapping[str, torch.Tensor], path: str | Path, metadata: Mapping[str, str] | None = None
-) -> None:
-    """Write a state dict as FnL safetensors weights (``format`` metadata added)."""
-    from safetensors.torch import save
-
-    from fnl_detector.train.checkpoint import atomic_write_bytes
-
-    plain = {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}
-    meta = {"format": WEIGHTS_FORMAT, **(metadata or {})}
-    atomic_write_bytes(Path(path), save(plain, metadata=meta))
-
-
+# --------------------------------------------------------------------------- converting
 def convert_checkpoint(
     source: str | Path,
     spec: Any,
@@ -425,6 +398,7 @@ def convert_checkpoint(
 
     from fnl_detector.build import build_detector
     from fnl_detector.spec import load_spec
+    from fnl_detector.weights import save_weights
 
     if source_format not in SOURCE_FORMATS:
         raise ConversionError(
@@ -456,9 +430,6 @@ __all__ = [
     "convert_checkpoint",
     "convert_state_dict",
     "d2_resnet_to_timm",
-    "load_reference_checkpoint",
-    "load_weights",
     "map_keys",
     "read_checkpoint",
-    "save_weights",
 ]

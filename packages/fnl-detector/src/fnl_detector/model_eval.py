@@ -1,18 +1,19 @@
 """``fnl eval --model NAME | --weights W``: predict a dataset split and evaluate it in one go.
 
-``fnl eval`` belongs to fnl-eval, which installs without torch; when it is given a model it
-hands over to :func:`run_model_eval` here. Prediction and scoring are the training loop's own
-(:func:`fnl_detector.train.evaluate.evaluate_model`), so a number from ``fnl eval`` and one in a
-run's ``metrics_eval.json`` mean the same. ``--int8`` evaluates the model's int8 post-training
-quantized version (fnl-quant; calibrated on images of the train split) or, with
-``--int8-weights DIR``, an int8 model saved by ``fnl quantize``.
+``fnl eval`` belongs to fnl-eval, which installs without torch and never imports fnl-detector:
+given a model, it calls the ``detector`` entry of the ``fnl.model_evaluation`` group, which is
+:func:`run_model_eval` here, with the command's options as keywords. Prediction and scoring are
+the training loop's own (:func:`fnl_detector.train.evaluate.evaluate_model`), so a number from
+``fnl eval`` and one in a run's ``metrics_eval.json`` mean the same. ``--int8`` evaluates the
+model's int8 post-training quantized version (fnl-quant; calibrated on images of the train
+split) or, with ``--int8-weights DIR``, an int8 model saved by ``fnl quantize``.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,16 +57,13 @@ def calibration_images(source: Any, count: int) -> list[Any]:
     return [image_tensor(dataset.load_image(r), device) for r in records]
 
 
-def int8_model(model: Any, *, images: list[Any] | None = None, saved: str | None = None) -> Any:
-    """The int8 version of float ``model``: loaded from ``saved`` (a ``fnl quantize`` folder),
-    else post-training quantized (fnl-quant's ``ptq``) and calibrated on ``images``."""
+def int8_model(model: Any, *, images: list[Any]) -> Any:
+    """The int8 version of float ``model``, post-training quantized (fnl-quant's ``ptq``) and
+    calibrated on ``images``. (An int8 model saved by ``fnl quantize`` is loaded by
+    :func:`fnl_detector.loading.load_model`.)"""
     from fnl_core import groups, registry
 
     registry.require(groups.QUANTIZERS, "ptq", purpose="fnl eval --int8", extra="fnl-quant")
-    if saved is not None:
-        from fnl_quant.artifact import load_quantized
-
-        return load_quantized(model, saved).eval()
     config = registry.get(groups.QUANTIZERS, "ptq").model_validate(
         {"num_calibration_images": len(images)}
     )
@@ -73,25 +71,6 @@ def int8_model(model: Any, *, images: list[Any] | None = None, saved: str | None
     prepared = quantizer.prepare(model, ([images[0]],))
     quantizer.calibrate(prepared, [([image],) for image in images])
     return quantizer.convert(prepared).eval()
-
-
-def build_evaluator(surface: dict[str, Any] | str | None, metrics: list[str] | None = None) -> Any:
-    """The registered DensePose-COCO evaluator on ``surface`` (a registered name or a
-    ``{"type": ...}`` spec) computing ``metrics`` (default: all it can; without a surface only
-    box and mask AP, since GPS needs geodesic distances)."""
-    from fnl_core import groups, registry
-    from fnl_core.spec import resolve_component
-
-    config_cls = registry.get(groups.EVALUATORS, "densepose_coco")
-    if surface is None:
-        body = None
-        metrics = metrics or ["bbox", "segm"]
-    elif isinstance(surface, str):
-        body = registry.get(groups.SURFACES, surface)().build()
-    else:
-        body = resolve_component(groups.SURFACES, surface).build()
-    config = config_cls(metrics=metrics) if metrics else config_cls()
-    return config.build(body)
 
 
 def evaluate_on_data(
@@ -111,7 +90,7 @@ def evaluate_on_data(
     defaults to the data's own (``toy`` for the toy data, none for COCO)."""
     import torch
 
-    from fnl_detector.train.evaluate import evaluate_model
+    from fnl_detector.train.evaluate import build_evaluator, evaluate_model
     from fnl_detector.train.sources import parse_data
 
     source = parse_data(data, data_options or [], val_split=split)
@@ -143,50 +122,70 @@ def evaluate_on_data(
     return metrics
 
 
-def run_model_eval(args: argparse.Namespace) -> dict[str, Any]:
-    """What ``fnl eval --model/--weights`` runs; returns the evaluator's metrics.
+def run_model_eval(
+    *,
+    data: str,
+    model: str | None = None,
+    weights: str | None = None,
+    spec: str | None = None,
+    data_options: Sequence[str] = (),
+    split: str | None = None,
+    surface: dict[str, Any] | str | None = None,
+    max_images: int | None = None,
+    overrides: Sequence[str] = (),
+    device: str = "auto",
+    int8: bool = False,
+    int8_weights: str | None = None,
+    num_calibration_images: int = 8,
+    metrics: list[str] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """What ``fnl eval --model/--weights`` runs (the ``fnl.model_evaluation`` entry
+    ``detector``): the evaluator's metrics of the model chosen by ``model`` / ``weights`` /
+    ``spec`` (:func:`fnl_detector.loading.resolve_model`) on ``split`` of ``data``.
 
     The cheap checks come first (data option typos, a missing fnl-quant, an unknown model or a
     spec error), before torch is imported or anything is downloaded.
     """
     from fnl_core import groups, registry
-    from fnl_detector.commands._weights import build_model, resolve_model
+    from fnl_detector.loading import resolve_model
     from fnl_detector.spec import load_spec
     from fnl_detector.train.sources import parse_data
 
-    source = parse_data(args.data, args.data_options)
-    if args.int8:
+    overrides = list(overrides)
+    source = parse_data(data, list(data_options))
+    if int8:
         registry.require(groups.QUANTIZERS, "ptq", purpose="fnl eval --int8", extra="fnl-quant")
-    resolved = resolve_model(args)
-    load_spec(resolved.spec, args.overrides)  # spec errors before torch loads
+    resolved = resolve_model(model=model, weights=weights, spec=spec)
+    load_spec(resolved.spec, overrides)  # spec errors before torch loads
 
     import torch
 
-    from fnl_detector.train.loop import select_device
+    from fnl_detector.loading import load_model, select_device
 
-    device = select_device("cpu" if args.int8 else args.device)
+    target = select_device("cpu" if int8 else device)
     torch.manual_seed(0)
-    model = build_model(resolved, args.overrides, device)
-    if args.int8:
-        images = None
-        if args.int8_weights is None:
-            images = calibration_images(source, args.calibration_images)
-        model = int8_model(model, images=images, saved=args.int8_weights)
+    if int8 and int8_weights is not None:  # an int8 model saved by fnl quantize
+        detector = load_model(resolved.spec, int8_weights, overrides)
+    else:
+        detector = load_model(resolved.spec, resolved.weights, overrides, device=target)
+    if int8 and int8_weights is None:
+        images = calibration_images(source, num_calibration_images)
+        detector = int8_model(detector, images=images)
     return evaluate_on_data(
-        model,
-        args.data,
-        data_options=args.data_options,
-        split=args.split,
-        surface=getattr(args, "surface_spec", None),
-        max_images=args.max_images,
-        progress=not args.no_progress,
-        label=f"{resolved.label}{' (int8)' if args.int8 else ''}",
-        metrics=[m.strip() for m in (args.metrics or "").split(",") if m.strip()] or None,
+        detector,
+        data,
+        data_options=list(data_options),
+        split=split,
+        surface=surface,
+        max_images=max_images,
+        progress=progress,
+        label=f"{resolved.label}{' (int8)' if int8 else ''}",
+        metrics=metrics,
     )
 
 
 __all__ = [
-    "build_evaluator",
     "calibration_images",
     "evaluate_on_data",
     "int8_model",

@@ -9,14 +9,14 @@ default, ``"pil_bilinear_uint8"``, is the reference implementations' rule: short
 Pillow ``BILINEAR`` on the uint8 image (:func:`fnl_core.imaging.resize_image`). The network then
 only normalises and pads. ``"interpolate"`` leaves the resize to the model (float, torch).
 
-It also owns every inference speed-up that keeps the outputs equal within rounding (see
-docs/inference.md for what each gives): BatchNorm folded into the preceding convolutions
-(checked on an example image), channels_last convolutions on CPU, torchvision's single-threaded
-RoIAlign/NMS run in pieces side by side (:mod:`fnl_detector.modeling.parallel`),
-``torch.inference_mode``, and a thread count. On the CPU the default backend, ``"auto"``, goes
-one step further when ``onnx`` and ``onnxruntime`` are installed: the model is exported once to
-ONNX, verified against PyTorch and cached, and ONNX Runtime runs it (about 1.4-2x faster than
-the optimised PyTorch model; :mod:`fnl_detector.onnx_backend`).
+It runs the model with the speed-ups its :class:`~fnl_detector.optimize.InferenceOptions` ask
+for (:mod:`fnl_detector.optimize`: BatchNorm folded, channels_last on CPU, RoIAlign/NMS in
+pieces side by side; see docs/inference.md for what each gives), under
+``torch.inference_mode``. On the CPU the default backend, ``"auto"``, goes one step further when
+``onnx`` and ``onnxruntime`` are installed: the model is exported once to ONNX, verified
+against PyTorch and cached, and ONNX Runtime runs it (about 1.4-2x faster than the optimised
+PyTorch model; :mod:`fnl_detector.onnx_backend`). Models are loaded by
+:func:`fnl_detector.loading.load_model`.
 
 >>> predictor = Predictor("mobile_parsing_rcnn_b", "b.safetensors")  # doctest: +SKIP
 >>> out = predictor("photo.jpg", iuv=True)  # doctest: +SKIP
@@ -26,9 +26,7 @@ the optimised PyTorch model; :mod:`fnl_detector.onnx_backend`).
 from __future__ import annotations
 
 import copy
-import json
-from collections.abc import Callable, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,158 +35,12 @@ import torch
 from torch import nn
 
 from fnl_core.errors import InputError
-from fnl_core.imaging import MAX_PIXELS, read_image, resize_image, resized_shape
+from fnl_core.imaging import read_image, resize_image, resized_shape
+from fnl_detector.loading import load_model, select_device
+from fnl_detector.optimize import BACKENDS, InferenceOptions, apply_options, is_quantized
 
 #: Keys of the per-image result dicts (``iuv`` and ``charts`` only when asked for).
 RESULT_KEYS = ("boxes", "scores", "labels", "densepose", "image_size")
-#: Files of an int8 model written by ``fnl quantize`` (fnl_quant.artifact).
-INT8_WEIGHTS, INT8_META = "model_int8.pt", "quantization.json"
-
-
-def select_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"``: CUDA when torch sees a GPU, else CPU."""
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError(f"device {device!r} was requested but torch sees no CUDA device")
-    if not device.startswith(("cuda", "cpu")):
-        raise InputError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {device!r}")
-    return torch.device(device)
-
-
-def int8_directory(weights: str | Path) -> Path | None:
-    """The folder of an int8 model of ``fnl quantize`` named by ``weights`` (that folder or its
-    ``model_int8.pt``), or None for float weights."""
-    path = Path(weights)
-    folder = path if path.is_dir() else path.parent
-    if (folder / INT8_META).is_file() and (path.is_dir() or path.name == INT8_WEIGHTS):
-        return folder
-    return None
-
-
-def spec_from_weights(weights: str | Path) -> dict[str, Any] | str:
-    """The spec that belongs to ``weights`` when none is given.
-
-    Looked up in this order: the ``spec`` entry of a safetensors file's metadata (``fnl
-    convert`` writes it), ``spec.json`` in the weights' folder (a run folder, an int8 folder of
-    ``fnl quantize``), and the run folder of a checkpoint (``RUN/checkpoints/iter_N/``).
-    """
-    path = Path(weights)
-    if path.suffix == ".safetensors" and path.is_file():
-        from safetensors import safe_open
-
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                meta = f.metadata() or {}
-        except Exception as exc:
-            raise InputError(f"{path}: not a readable safetensors file ({exc})") from None
-        if "spec" in meta:
-            try:
-                return json.loads(meta["spec"])
-            except json.JSONDecodeError as exc:
-                raise InputError(f"{path}: metadata 'spec' is not JSON ({exc})") from None
-    folder = path if path.is_dir() else path.parent
-    candidates = [folder / "spec.json", folder.parent.parent / "spec.json"]
-    found = next((c for c in candidates if c.is_file()), None)
-    if found is not None:
-        return str(found)
-    raise InputError(
-        f"no spec given for {path}: expected --spec, a safetensors file with the spec in its "
-        f"metadata (as fnl convert writes), or a spec.json at "
-        f"{' or '.join(str(c) for c in candidates)}"
-    )
-
-
-def load_model(
-    spec_or_preset: Any,
-    weights: str | Path | None = None,
-    overrides: Sequence[str] = (),
-) -> nn.Module:
-    """The detector of a spec (preset name, spec file, dict, DetectorSpec; None: the weights'
-    own spec) with float weights (safetensors, reference .pth/.pkl) or an int8 model of
-    ``fnl quantize`` loaded; eval mode, CPU."""
-    from fnl_detector.build import build_detector
-    from fnl_detector.spec import load_spec
-
-    if spec_or_preset is None:
-        if weights is None:
-            raise InputError("a spec (preset name or spec file) or weights are required")
-        spec_or_preset = spec_from_weights(weights)
-    model = build_detector(load_spec(spec_or_preset, list(overrides)))
-    if weights is not None:
-        int8 = int8_directory(weights)
-        if int8 is not None:
-            try:
-                from fnl_quant.artifact import load_quantized
-            except ImportError:
-                raise InputError(
-                    f"{weights}: an int8 model of fnl quantize; reading it needs fnl-quant "
-                    "installed"
-                ) from None
-            model = load_quantized(model.eval(), int8)
-        else:
-            from fnl_detector.convert import load_weights
-
-            if not Path(weights).is_file():
-                raise InputError(f"{weights}: no such weights file")
-            load_weights(model, weights)
-    return model.eval()
-
-
-def is_quantized(model: nn.Module) -> bool:
-    """Whether any submodule is an int8 (torch.ao quantized) module."""
-    return any(".quantized" in type(m).__module__ for m in model.modules())
-
-
-def example_image(size: int = 128) -> np.ndarray:
-    """A small fixed RGB uint8 image (smooth colour blobs), used to check optimisations."""
-    from fnl_detector.analysis import benchmark_image
-
-    return benchmark_image(size).round().to(torch.uint8).permute(1, 2, 0).numpy()
-
-
-@contextmanager
-def _test_size(model: nn.Module, short: int):
-    """Temporarily run ``model``'s own resize at a small size (cheap optimisation checks)."""
-    t = model.transform
-    saved = (t.min_size_test, t.max_size_test)
-    t.min_size_test, t.max_size_test = short, max(short, 2 * short)
-    try:
-        yield
-    finally:
-        t.min_size_test, t.max_size_test = saved
-
-
-def optimize_for_inference(
-    model: nn.Module,
-    *,
-    fold_bn: bool = True,
-    channels_last: bool = True,
-) -> dict[str, Any]:
-    """In place: BN folding (verified on an example image: the features must agree within
-    1e-3 of their range, else the model is restored and left unfolded) and channels_last.
-    Returns what was done. Int8 models are left as they are."""
-    from fnl_detector.analysis import fold_batch_norm
-
-    model.eval()
-    done: dict[str, Any] = {"fold_bn": 0, "channels_last": False}
-    if is_quantized(model):
-        return done
-    device = next(model.parameters()).device
-    if fold_bn:
-        image = torch.from_numpy(example_image()).permute(2, 0, 1).float().to(device)
-        with _test_size(model, 128):
-            try:
-                done["fold_bn"] = fold_batch_norm(model, [image])
-            except RuntimeError:
-                done["fold_bn"] = 0
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-        model.channels_last = True
-        done["channels_last"] = True
-    return done
 
 
 class Predictor:
@@ -196,27 +48,15 @@ class Predictor:
 
     Args:
         spec_or_preset: a preset name, spec file, spec dict or ``DetectorSpec``; None takes the
-            spec that belongs to ``weights`` (see :func:`spec_from_weights`).
+            spec that belongs to ``weights`` (see :func:`fnl_detector.loading.spec_from_weights`).
         weights: FnL ``.safetensors``, a reference ``.pth``/``.pkl`` checkpoint, or an int8 model
             folder (or its ``model_int8.pt``) written by ``fnl quantize``; None: random weights.
         overrides: spec overrides (``"test.score_thresh=0.5"``...).
         device: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"``.
-        threads: torch CPU threads (``torch.set_num_threads``, process-wide); None leaves it.
-        optimize: apply the speed-ups (BN folding, channels_last on CPU, parallel RoIAlign/NMS).
-            ``False`` runs the model as built, which is what ``fnl bench --plain`` times.
-        fold_bn, channels_last: switch single speed-ups off (they apply with ``optimize``);
-            channels_last defaults to True on CPU.
-        parallel_ops: run RoIAlign/NMS pieces side by side (bit-identical); default: ``optimize``.
-        max_pixels: images with more pixels are refused (:class:`fnl_core.errors.ImageReadError`).
-        backend: ``"onnxruntime"``: the model exported once to ONNX, verified against PyTorch
-            and cached (:mod:`fnl_detector.onnx_backend`), then run by ONNX Runtime on the CPU
-            with ``threads`` intra-op threads; same preprocessing and result format, outputs
-            equal to PyTorch's within the export's tolerances (needs the
-            ``fnl-detector[export]`` extra). ``"torch"``: PyTorch with the speed-ups above.
-            ``"auto"`` (default): ONNX Runtime where it applies (see :func:`choose_backend`),
-            else PyTorch; an export that fails or does not verify falls back to PyTorch with a
-            warning. :attr:`backend` says which one runs.
-        progress: called with a line before slow one-time work (the ONNX export); None: quiet.
+        options: how to run it (:class:`~fnl_detector.optimize.InferenceOptions`: speed-ups,
+            backend, threads, image size limit, progress); its fields may also be given as
+            keywords (``optimize=False``, ``backend="torch"``, ``threads=4``...), which change
+            ``options``. :attr:`backend` says which backend runs.
 
     Each image may be a path, a PIL image or an H×W×3 uint8 RGB array; a list runs as one
     batched forward pass on PyTorch (images are padded to the largest, bottom/right), image by
@@ -236,125 +76,59 @@ class Predictor:
         *,
         overrides: Sequence[str] = (),
         device: str | torch.device = "auto",
-        threads: int | None = None,
-        optimize: bool = True,
-        fold_bn: bool = True,
-        channels_last: bool | None = None,
-        parallel_ops: bool | None = None,
-        max_pixels: int | None = MAX_PIXELS,
-        backend: str = "auto",
-        progress: Callable[[str], None] | None = None,
+        options: InferenceOptions | None = None,
+        **changes: Any,
     ) -> None:
-        if threads is not None:
-            if threads < 1:
-                raise InputError(f"threads must be >= 1, got {threads}")
-            torch.set_num_threads(threads)
-        model = load_model(spec_or_preset, weights, overrides)
-        self._setup(
-            model,
-            select_device(device),
-            optimize=optimize,
-            fold_bn=fold_bn,
-            channels_last=channels_last,
-            parallel_ops=parallel_ops,
-            max_pixels=max_pixels,
-            backend=backend,
-            threads=threads,
-            progress=progress,
-        )
+        options = (options or InferenceOptions()).replace(**changes)
+        if options.threads is not None:
+            torch.set_num_threads(options.threads)
+        self._setup(load_model(spec_or_preset, weights, overrides), select_device(device), options)
 
     @classmethod
     def from_model(
         cls,
         model: nn.Module,
+        options: InferenceOptions | None = None,
         *,
-        optimize: bool = False,
         copy_model: bool = True,
-        fold_bn: bool = True,
-        channels_last: bool | None = None,
-        parallel_ops: bool | None = None,
-        max_pixels: int | None = MAX_PIXELS,
-        backend: str = "auto",
-        threads: int | None = None,
-        progress: Callable[[str], None] | None = None,
+        **changes: Any,
     ) -> Predictor:
         """A predictor around an existing detector (on the device it is on).
 
-        With ``optimize`` the speed-ups change modules in place, so the model is deep-copied
-        first unless ``copy_model=False``; ``backend="auto"`` may then export it to ONNX Runtime
-        (a snapshot of the current weights). Without ``optimize`` the predictor is a view: it
-        runs the model in PyTorch with its current weights at every call (evaluation during
-        training), switches it to eval mode for the call and back afterwards.
+        ``options`` default to none of the speed-ups (``optimize=False``); keywords change them
+        as in :class:`Predictor`. With ``optimize`` the speed-ups change modules in place, so
+        the model is deep-copied first unless ``copy_model=False``; ``backend="auto"`` may then
+        export it to ONNX Runtime (a snapshot of the current weights). Without ``optimize`` the
+        predictor is a view: it runs the model in PyTorch with its current weights at every
+        call (evaluation during training), switches it to eval mode for the call and back
+        afterwards.
         """
+        options = (options or InferenceOptions(optimize=False)).replace(**changes)
         self = cls.__new__(cls)
-        if optimize and copy_model:
+        if options.optimize and copy_model:
             model = copy.deepcopy(model)
         device = next(iter(model.parameters()), torch.empty(0)).device
-        self._setup(
-            model,
-            device,
-            optimize=optimize,
-            fold_bn=fold_bn,
-            channels_last=channels_last,
-            parallel_ops=parallel_ops,
-            max_pixels=max_pixels,
-            backend=backend,
-            threads=threads,
-            progress=progress,
-        )
+        self._setup(model, device, options)
         return self
 
-    def _setup(
-        self,
-        model: nn.Module,
-        device: torch.device,
-        *,
-        max_pixels: int | None,
-        backend: str = "torch",
-        threads: int | None = None,
-        progress: Callable[[str], None] | None = None,
-        **speedups: Any,
-    ) -> None:
-        """``speedups``: ``optimize``, ``fold_bn``, ``channels_last``, ``parallel_ops``."""
-        if backend not in BACKENDS:
-            raise InputError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    def _setup(self, model: nn.Module, device: torch.device, options: InferenceOptions) -> None:
         input_spec = getattr(getattr(model, "spec", None), "input", None)
         self.resize_mode = getattr(input_spec, "resize", "interpolate")
-        requested = backend
-        if backend == "auto":
-            backend = choose_backend(model, device, **speedups)
-        optimize, fold_bn, channels_last, parallel_ops = (
-            speedups[k] for k in ("optimize", "fold_bn", "channels_last", "parallel_ops")
-        )
+        #: how the model runs (the options given, before ``"auto"`` is resolved)
+        self.options = options
+        #: what runs the network: ``"torch"`` or ``"onnxruntime"`` (what ``"auto"`` chose), and
         #: the ONNX Runtime session of the onnxruntime backend (else None)
-        self.onnx: Any = None
-        if backend == "onnxruntime":
-            self.onnx = _onnx_backend(
-                model, device, threads, fallback=requested == "auto", progress=progress
-            )
-            if self.onnx is None:
-                backend = "torch"
-            else:
-                optimize = False  # the graph has its own optimisations (BN folded at export)
-        #: what runs the network: ``"torch"`` or ``"onnxruntime"`` (what ``"auto"`` chose)
-        self.backend = backend
+        self.backend, self.onnx = _backend(model, device, options)
+        if self.onnx is not None:  # the graph has its own optimisations (BN folded at export)
+            options = options.replace(optimize=False)
         self.device = device
         self.model = model.to(device)
         self.spec = getattr(model, "spec", None)
-        self.max_pixels = max_pixels
-        self.parallel_ops = optimize if parallel_ops is None else bool(parallel_ops)
-        if channels_last is None:
-            channels_last = device.type == "cpu"
-        #: what :func:`optimize_for_inference` did (BN layers folded, channels_last)
-        self.optimizations: dict[str, Any] = {"fold_bn": 0, "channels_last": False}
-        if optimize:
-            was_training = model.training
-            self.optimizations = optimize_for_inference(
-                model, fold_bn=fold_bn, channels_last=channels_last
-            )
-            model.train(was_training)
-        self.optimizations["parallel_ops"] = self.parallel_ops
-        self.optimizations["backend"] = backend
+        self.max_pixels = options.max_pixels
+        #: what was done (BN layers folded, channels_last, parallel RoI ops) and the backend
+        self.optimizations: dict[str, Any] = apply_options(model, device, options)
+        self.parallel_ops = self.optimizations["parallel_ops"]
+        self.optimizations["backend"] = self.backend
 
     # ------------------------------------------------------------------ preprocessing
     def input_size(self, height: int, width: int) -> tuple[int, int]:
@@ -444,11 +218,6 @@ class Predictor:
             model.train(was_training)
 
 
-#: What runs the network: ``"auto"`` (default, see :func:`choose_backend`), PyTorch, or the
-#: model exported once to ONNX and run by ONNX Runtime (:mod:`fnl_detector.onnx_backend`).
-BACKENDS = ("auto", "torch", "onnxruntime")
-
-
 def onnxruntime_installed() -> bool:
     """Whether ``onnx`` and ``onnxruntime`` can be imported (the ``fnl-detector[export]`` extra)."""
     from importlib.util import find_spec
@@ -477,51 +246,48 @@ def onnx_unsupported(model: nn.Module, device: torch.device) -> str | None:
 def choose_backend(
     model: nn.Module,
     device: torch.device,
-    *,
-    optimize: bool = True,
-    fold_bn: bool = True,
-    channels_last: bool | None = None,
-    parallel_ops: bool | None = None,
+    options: InferenceOptions | None = None,
+    **changes: Any,
 ) -> str:
     """What ``backend="auto"`` runs: ``"onnxruntime"`` when the backend can run the model
     (:func:`onnx_unsupported`), every speed-up is asked for (``optimize``, and none of
-    ``fold_bn``/``channels_last``/``parallel_ops`` switched off) and onnx and onnxruntime are
-    installed; ``"torch"`` otherwise (GPUs, int8 models, the plain model, training-time
-    evaluation)."""
-    speedups = optimize and fold_bn and channels_last is not False and parallel_ops is not False
-    if speedups and onnx_unsupported(model, device) is None and onnxruntime_installed():
+    ``fold_bn``/``channels_last``/``parallel_ops`` switched off; ``options`` and keyword
+    changes as in :class:`Predictor`) and onnx and onnxruntime are installed; ``"torch"``
+    otherwise (GPUs, int8 models, the plain model, training-time evaluation)."""
+    options = (options or InferenceOptions()).replace(**changes)
+    runnable = onnx_unsupported(model, device) is None
+    if options.every_speedup and runnable and onnxruntime_installed():
         return "onnxruntime"
     return "torch"
 
 
-def _onnx_backend(
-    model: nn.Module,
-    device: torch.device,
-    threads: int | None,
-    *,
-    fallback: bool,
-    progress: Callable[[str], None] | None = None,
-) -> Any:
-    """The ONNX Runtime backend of ``model``; with ``fallback`` (``backend="auto"``) None and a
-    warning when the export fails or does not verify, instead of the error."""
+def _backend(model: nn.Module, device: torch.device, options: InferenceOptions) -> tuple[str, Any]:
+    """(backend, ONNX Runtime session or None) for ``options.backend``: ``"auto"`` as
+    :func:`choose_backend` says, falling back to PyTorch with a warning when the export fails
+    or does not verify; an explicit ``"onnxruntime"`` raises instead."""
     import warnings
 
+    backend = options.backend
+    if backend == "auto":
+        backend = choose_backend(model, device, options)
+    if backend != "onnxruntime":
+        return backend, None
     reason = onnx_unsupported(model, device)
     if reason is not None:
         raise InputError(reason)
     from fnl_detector.onnx_backend import OnnxBackend
 
     try:
-        return OnnxBackend(model, threads=threads, progress=progress)
+        return backend, OnnxBackend(model, threads=options.threads, progress=options.progress)
     except Exception as exc:
-        if not fallback:
+        if options.backend != "auto":
             raise
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         warnings.warn(
             f"backend auto: the ONNX Runtime backend is unavailable ({reason}); running PyTorch",
             stacklevel=4,
         )
-        return None
+        return "torch", None
 
 
 def full_image_iuv(result: dict[str, Any], min_score: float = 0.0) -> dict[str, Any]:
@@ -557,16 +323,10 @@ def _to_cpu(value: Any) -> Any:
 
 __all__ = [
     "BACKENDS",
+    "RESULT_KEYS",
     "Predictor",
     "choose_backend",
-    "example_image",
     "full_image_iuv",
-    "int8_directory",
-    "is_quantized",
-    "load_model",
     "onnx_unsupported",
     "onnxruntime_installed",
-    "optimize_for_inference",
-    "select_device",
-    "spec_from_weights",
 ]

@@ -2,7 +2,9 @@
 
 ``fnl eval --gt GT --results RES`` scores a results file (torch-free). ``fnl eval --model NAME``
 or ``--weights W [--spec S]`` with ``--data toy|coco:PATH`` predicts a split and scores it in
-one go; that needs fnl-detector (imported only then, so this module stays light).
+one go; that is done by the package that runs models, found through the registry (the
+``detector`` entry of ``fnl.model_evaluation``, which fnl-detector provides), so fnl-eval never
+imports it.
 """
 
 from __future__ import annotations
@@ -149,22 +151,39 @@ def _check_modes(args: argparse.Namespace) -> bool:
     return False
 
 
-def _evaluate_model(args: argparse.Namespace) -> dict[str, Any]:
-    from fnl_core.cli import CliError
+#: The ``fnl.model_evaluation`` entry that ``fnl eval --model/--weights`` calls.
+MODEL_EVALUATION_ENTRY = "detector"
 
-    try:
-        from fnl_detector.model_eval import run_model_eval
-    except ModuleNotFoundError as exc:
-        if not (exc.name or "").startswith("fnl_detector"):
-            raise
+
+def _evaluate_model(args: argparse.Namespace) -> dict[str, Any]:
+    from fnl_core import registry
+    from fnl_core.cli import CliError
+    from fnl_core.groups import MODEL_EVALUATION
+
+    if MODEL_EVALUATION_ENTRY not in registry.names(MODEL_EVALUATION):
         raise CliError(
             "fnl eval --model/--weights predicts with a model, which needs the fnl-detector "
             "package: pip install fnl-detector (scoring a results file with --gt/--results "
             "does not)"
-        ) from exc
-    if args.surface:
-        args.surface_spec = surface_spec(args.surface)
-    return run_model_eval(args)
+        )
+    run_model_eval = registry.get(MODEL_EVALUATION, MODEL_EVALUATION_ENTRY)
+    return run_model_eval(
+        model=args.model,
+        weights=args.weights,
+        spec=args.spec,
+        data=args.data,
+        data_options=args.data_options,
+        split=args.split,
+        surface=surface_spec(args.surface) if args.surface else None,
+        max_images=args.max_images,
+        overrides=args.overrides,
+        device=args.device,
+        int8=args.int8,
+        int8_weights=args.int8_weights,
+        num_calibration_images=args.calibration_images,
+        metrics=[m.strip() for m in (args.metrics or "").split(",") if m.strip()] or None,
+        progress=not args.no_progress,
+    )
 
 
 def _evaluate_results(args: argparse.Namespace) -> dict[str, Any]:

@@ -184,7 +184,7 @@ def _run(args: argparse.Namespace) -> int:
     prefer_passive_omp_wait()
     if not args.specs and not args.models:
         raise ValueError("nothing to time: give preset names or spec files, or --model NAME")
-    from fnl_detector.commands._weights import model_spec
+    from fnl_detector.loading import model_spec
 
     rows = run_benchmark(
         [*args.specs, *(model_spec(name) for name in args.models)],

@@ -110,16 +110,13 @@ def shipped_model_rows(args: argparse.Namespace, train_set: Any, val_set: Any, o
     """Rows of the named model in float32 and int8 (PTQ calibrated on 16 training images)."""
     import torch
 
-    from fnl_detector.commands._weights import build_model, resolve_model
+    from fnl_detector.loading import load_model, resolve_model
     from fnl_detector.model_eval import int8_model
     from fnl_detector.predictor import Predictor
     from fnl_detector.train.evaluate import evaluate_model, image_tensor
 
-    resolved = resolve_model(
-        argparse.Namespace(model=args.model, weights=None, spec=None),
-        progress=not args.no_progress,
-    )
-    model = build_model(resolved)
+    resolved = resolve_model(model=args.model, progress=not args.no_progress)
+    model = load_model(resolved.spec, resolved.weights)
     images = [val_set.load_image(r) for r in val_set.records[:10]]
     print(f"evaluating the shipped model {args.model} ({resolved.weights.name})...")
     metrics = evaluate_model(model, val_set, torch.device("cpu"), "toy", out / "shipped")
@@ -134,7 +131,7 @@ def shipped_model_rows(args: argparse.Namespace, train_set: Any, val_set: Any, o
     print("int8: post-training quantization calibrated on 16 training images...")
     calibration = [image_tensor(train_set.load_image(r), torch.device("cpu"))
                    for r in train_set.records[:16]]  # fmt: skip
-    quantized = int8_model(build_model(resolved), images=calibration)
+    quantized = int8_model(load_model(resolved.spec, resolved.weights), images=calibration)
     metrics = evaluate_model(quantized, val_set, torch.device("cpu"), "toy", out / "shipped_int8")
     int8_file = out / "shipped_int8.pt"
     torch.save(quantized.state_dict(), int8_file)

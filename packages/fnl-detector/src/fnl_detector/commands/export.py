@@ -15,7 +15,7 @@ from fnl_detector.commands import (
     positive_int,
     progress,
 )
-from fnl_detector.commands._weights import add_model_arguments
+from fnl_detector.commands._weights import add_model_arguments, model_from_args
 
 
 def _positive_int(text: str) -> int:
@@ -113,7 +113,6 @@ def run_export(
 
     from fnl_detector.analysis import calibrate_batch_norm
     from fnl_detector.build import build_detector
-    from fnl_detector.convert import load_weights
     from fnl_detector.export import (
         DEFAULT_OPSET,
         MANIFEST,
@@ -124,6 +123,7 @@ def run_export(
         verify_export,
         write_json_atomic,
     )
+    from fnl_detector.loading import load_weights
     from fnl_detector.spec import load_spec
 
     require_export_deps()
@@ -156,9 +156,7 @@ def run_export(
 
 def _run(args: argparse.Namespace) -> int:
     check_spec_arguments(args)  # a spec typo fails before torch is imported
-    from fnl_detector.commands._weights import resolve_model
-
-    resolved = resolve_model(args, require_weights=False)
+    resolved = model_from_args(args, require_weights=False)
     checking = "" if args.no_verify else " and checking it against PyTorch"
     progress("export", f"writing the ONNX graph{checking}...")
     result = run_export(

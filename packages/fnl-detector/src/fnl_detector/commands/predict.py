@@ -37,7 +37,7 @@ from fnl_detector.commands import (
     score_fraction,
 )
 from fnl_detector.commands import progress as progress_line
-from fnl_detector.commands._weights import add_model_arguments
+from fnl_detector.commands._weights import add_model_arguments, model_from_args
 
 
 @dataclass
@@ -111,16 +111,16 @@ def _run(args: argparse.Namespace) -> int:
 
     prefer_passive_omp_wait()
     from fnl_core.inputs import collect_inputs, is_video
-    from fnl_detector.predictor import Predictor, int8_directory
+    from fnl_detector.predictor import Predictor
 
     files = collect_inputs(args.inputs, "fnl predict")
-    spec, weights = _model_source(args, int8_directory)
+    resolved = model_from_args(args, progress=not args.no_progress)
     say = partial(progress_line, "predict")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("default")
         predictor = Predictor(
-            spec,
-            weights,
+            resolved.spec,
+            resolved.weights,
             overrides=args.overrides,
             device=args.device,
             threads=args.threads,
@@ -171,17 +171,6 @@ def _run(args: argparse.Namespace) -> int:
         )
         return 1
     return 0
-
-
-def _model_source(args: argparse.Namespace, int8_directory: Any) -> tuple[Any, Any]:
-    """(spec, weights) from ``--model`` / ``--weights`` / ``--spec``; an int8 folder of ``fnl
-    quantize`` without ``--spec`` brings its own ``spec.json``."""
-    from fnl_detector.commands._weights import resolve_model
-
-    if args.weights and not args.model and not args.spec and int8_directory(args.weights):
-        return None, Path(args.weights)
-    resolved = resolve_model(args, progress=not args.no_progress)
-    return resolved.spec, resolved.weights
 
 
 class _PredictRun:

@@ -21,7 +21,7 @@ from fnl_detector.commands import (
     positive_int,
     progress,
 )
-from fnl_detector.commands._weights import add_model_arguments
+from fnl_detector.commands._weights import add_model_arguments, model_from_args
 
 
 def _configure(parser: argparse.ArgumentParser) -> None:
@@ -151,19 +151,16 @@ def _run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from fnl_detector.build import build_detector
-    from fnl_detector.commands._weights import resolve_model
-    from fnl_detector.convert import load_weights
+    from fnl_detector.loading import load_model
     from fnl_detector.spec import load_spec
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    resolved = resolve_model(args)
+    resolved = model_from_args(args)
     spec = load_spec(resolved.spec, args.overrides)
     config = _quantizer_config(args.method, args.quant_options)
     quantizer = config.build()
-    model = build_detector(spec).eval()
-    load_weights(model, resolved.weights)
+    model = load_model(spec, resolved.weights)
     samples = _samples(args.data, args.data_options)
     first = samples[(0, False)][0].float()
     progress("quantize", f"preparing {args.method} (observers, fake-quant modules)...")

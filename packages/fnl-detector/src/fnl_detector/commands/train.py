@@ -140,7 +140,7 @@ def recipe_line(
 def initial_model(spec: Any, weights: Path, seed: int, verbose: bool) -> Any:
     """The spec's detector with ``weights`` loaded (strict: every tensor must fit)."""
     from fnl_detector import build_detector
-    from fnl_detector.convert import load_weights
+    from fnl_detector.loading import load_weights
     from fnl_detector.train.rng import seed_all
 
     seed_all(seed)
@@ -269,10 +269,11 @@ def _run(args: argparse.Namespace) -> int:
     spec_overrides, train_options = split_overrides(args.overrides)
     _early_checks(args, spec_overrides)  # fails before torch is imported
 
+    from fnl_detector.loading import select_device
     from fnl_detector.spec import load_spec
     from fnl_detector.train import distributed as dist_utils
     from fnl_detector.train.evaluate import require_evaluator
-    from fnl_detector.train.loop import Trainer, TrainingInterrupted, select_device
+    from fnl_detector.train.loop import Trainer, TrainingInterrupted
     from fnl_detector.train.recipes import (
         TOY_CPU_ITERS,
         TOY_CPU_SPEC_OVERRIDES,

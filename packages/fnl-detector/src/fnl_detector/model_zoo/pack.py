@@ -48,11 +48,9 @@ def pack_run(
     The weights are loaded into the run's detector first (strict), so a file that does not
     fit its spec is refused. Returns the updated card as a dict.
     """
-    from safetensors.torch import load_file
-
     from fnl_detector.build import build_detector
-    from fnl_detector.convert import save_weights
     from fnl_detector.spec import load_spec
+    from fnl_detector.weights import read_weights, save_weights
 
     run_dir, dest_dir = Path(run_dir), Path(dest_dir)
     spec_path = run_dir / "spec.json"
@@ -60,7 +58,7 @@ def pack_run(
         raise FileNotFoundError(f"{run_dir}: no spec.json (not a fnl train run folder?)")
     spec = load_spec(spec_path)
     weights = run_weights(run_dir)
-    state = load_file(weights)
+    state = read_weights(weights)
     build_detector(spec).load_state_dict(state, strict=True)
     out = dest_dir / f"{name}.safetensors"
     save_weights(

@@ -75,16 +75,27 @@ def require_evaluator(surface: str | None, purpose: str, evaluator: str = "dense
         registry.require(groups.SURFACES, surface, purpose=purpose)
 
 
-def build_evaluator(surface: str | None, evaluator: str = "densepose_coco") -> Any:
-    """The registered evaluator on the registered body surface named ``surface``.
+def build_evaluator(
+    surface: dict[str, Any] | str | None,
+    metrics: list[str] | None = None,
+    evaluator: str = "densepose_coco",
+) -> Any:
+    """The registered evaluator (``fnl.evaluators``) on ``surface`` (a registered body surface
+    name or a ``{"type": ...}`` spec) computing ``metrics`` (default: all it can).
 
     Without a surface only box and mask AP are computed (GPS needs geodesic distances).
     """
+    from fnl_core.spec import resolve_component
+
     config_cls = registry.get(groups.EVALUATORS, evaluator)
     if surface is None:
-        return config_cls(metrics=["bbox", "segm"]).build(None)
-    body = registry.get(groups.SURFACES, surface)().build()
-    return config_cls().build(body)
+        return config_cls(metrics=metrics or ["bbox", "segm"]).build(None)
+    if isinstance(surface, str):
+        body = registry.get(groups.SURFACES, surface)().build()
+    else:
+        body = resolve_component(groups.SURFACES, surface).build()
+    config = config_cls(metrics=metrics) if metrics else config_cls()
+    return config.build(body)
 
 
 def evaluate_model(

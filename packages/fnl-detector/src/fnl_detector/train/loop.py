@@ -21,8 +21,9 @@ from torch import nn
 from fnl_core.errors import InputError
 from fnl_core.registry import with_provenance
 from fnl_core.structures import DensePoseDataset
+from fnl_detector.loading import select_device
 from fnl_detector.train import distributed as dist_utils
-from fnl_detector.train.checkpoint import CheckpointDir, CheckpointError, save_weights
+from fnl_detector.train.checkpoint import CheckpointDir, CheckpointError
 from fnl_detector.train.config import TrainConfig
 from fnl_detector.train.data import (
     DeterministicBatchSampler,
@@ -44,6 +45,7 @@ from fnl_detector.train.rundir import (
     existing_run_files,
 )
 from fnl_detector.train.schedule import WarmupStepSchedule
+from fnl_detector.weights import save_weights
 
 #: Config fields that must not change between a run and its resumption.
 _RESUME_FIXED = (
@@ -101,14 +103,6 @@ class _StopFlag:
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
             self._previous = None
-
-
-def select_device(choice: str, local_rank: int = 0) -> torch.device:
-    if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise ValueError("device 'cuda' was requested but torch sees no CUDA device")
-        return torch.device("cuda", local_rank)
-    return torch.device("cpu")
 
 
 class Trainer:
