@@ -1,13 +1,14 @@
-"""Write the preset spec files of fnl-detector (dev-time tool, not shipped).
+"""Write the preset spec files of fnl-detector (maintainer tool of the workspace, not shipped).
 
 Usage (from the repository root)::
 
-    uv run python packages/fnl-detector/scripts/generate_presets.py [--check]
+    uv run python scripts/generate_presets.py [--check]
 
-Writes ``src/fnl_detector/preset_specs/*.json`` and prints the ``[project.entry-points.
-"fnl.presets"]`` lines for pyproject.toml. ``--check`` only compares and exits 1 on a difference.
-The Table 2 backbone rows come from ``fnl_backbones.paper.PAPER_BACKBONES`` (read here, at
-development time; the runtime never imports fnl_backbones).
+Writes ``packages/fnl-detector/src/fnl_detector/preset_specs/*.json`` and prints the
+``[project.entry-points."fnl.presets"]`` lines for fnl-detector's pyproject.toml. ``--check``
+only compares and exits 1 on a difference. The Table 2 backbone rows come from
+``fnl_backbones.paper.PAPER_BACKBONES``: this script lives with the workspace, above both
+packages, so that fnl-detector (which never imports fnl-backbones) holds only the files.
 """
 
 from __future__ import annotations
@@ -18,7 +19,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-OUT = Path(__file__).resolve().parents[1] / "src" / "fnl_detector" / "preset_specs"
+OUT = (
+    Path(__file__).resolve().parents[1]
+    / "packages"
+    / "fnl-detector"
+    / "src"
+    / "fnl_detector"
+    / "preset_specs"
+)
 
 TIMM_RGB = {
     "format": "RGB",
