@@ -54,18 +54,15 @@ def person_appearance(rng: np.random.Generator) -> dict[str, np.ndarray]:
     }
 
 
-def shade_people(
+def albedo(
     part: np.ndarray,
     local: np.ndarray,
-    u: np.ndarray,
     v: np.ndarray,
-    normal: np.ndarray,
     person: np.ndarray,
     looks: list[dict[str, np.ndarray]],
-    light: np.ndarray,
-    rng: np.random.Generator,
 ) -> np.ndarray:
-    """RGB (N×3 float) of N visible body pixels from their part, surface coordinates, normal."""
+    """Unshaded RGB (N×3 float) of N body points from their part, unit-sphere coordinates and V:
+    the garment colour, its UV-dependent pattern, hair and eyes on the head."""
     color = np.stack([looks[j]["color"] for j in range(len(looks))])[person, part]
     kind = np.stack([looks[j]["kind"] for j in range(len(looks))])[person, part]
     freq = np.stack([looks[j]["freq"] for j in range(len(looks))])[person, part]
@@ -87,10 +84,32 @@ def shade_people(
         head_rgb[hair] = hair_rgb[hair]
         head_rgb[eyes] = 25.0
         rgb[head] = head_rgb
+    return rgb
+
+
+def shade_people(
+    part: np.ndarray,
+    local: np.ndarray,
+    u: np.ndarray,
+    v: np.ndarray,
+    normal: np.ndarray,
+    person: np.ndarray,
+    looks: list[dict[str, np.ndarray]],
+    light: np.ndarray,
+    rng: np.random.Generator,
+    shading: bool = True,
+) -> np.ndarray:
+    """RGB (N×3 float) of N visible body pixels from their part, surface coordinates, normal:
+    the :func:`albedo` under Lambert shading plus sensor noise; ``shading=False`` gives the
+    albedo itself (the noise is still drawn, so the generator's later draws do not change)."""
+    rgb = albedo(part, local, v, person, looks)
     lambert = np.clip(normal @ light, 0, 1)
     facing = np.clip(-normal[:, 2], 0, 1)
     shade = 0.3 + 0.45 * lambert + 0.35 * facing
-    rgb = rgb * shade[:, None] + rng.normal(0, 4, size=rgb.shape)
+    noise = rng.normal(0, 4, size=rgb.shape)
+    if not shading:
+        return rgb
+    rgb = rgb * shade[:, None] + noise
     return rgb
 
 

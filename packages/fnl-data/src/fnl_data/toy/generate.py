@@ -58,6 +58,9 @@ class ToySample:
     chart: np.ndarray  # H×W int, fine chart 0..24
     u: np.ndarray  # H×W float32
     v: np.ndarray  # H×W float32
+    looks: list[dict[str, np.ndarray]] | None = None
+    """Appearance of each person (index as in ``person``): their albedo atlas is
+    :func:`fnl_data.toy.texture.person_atlas` of it."""
 
 
 def sample_rng(seed: int, split: str, index: int) -> np.random.Generator:
@@ -93,10 +96,20 @@ def _place_people(rng: np.random.Generator, s: ToySettings, focal: float) -> lis
     return people
 
 
-def render_sample(rng: np.random.Generator, s: ToySettings) -> ToySample:
-    """Render one image and its per-person annotations (ids 1..n within the image)."""
+def render_sample(rng: np.random.Generator, s: ToySettings, shading: bool = True) -> ToySample:
+    """Render one image and its per-person annotations (ids 1..n within the image).
+    ``shading=False``: body pixels get their albedo (no light, no noise; the same random draws,
+    so the scene and annotations are those of the shaded image)."""
     focal = s.width * rng.uniform(0.9, 1.4)
     people = _place_people(rng, s, focal)
+    return render_people(rng, s, focal, people, shading)
+
+
+def render_people(
+    rng: np.random.Generator, s: ToySettings, focal: float, people: list[dict], shading: bool = True
+) -> ToySample:
+    """Render placed people (dicts with ``body``, a :class:`~fnl_data.toy.render.PosedBody`, and
+    ``look``, a :func:`~fnl_data.toy.appearance.person_appearance`) over a random background."""
     centers = np.concatenate([p["body"].centers for p in people])
     axes = np.concatenate([p["body"].axes for p in people])
     radii = np.concatenate([p["body"].radii for p in people])
@@ -115,7 +128,9 @@ def render_sample(rng: np.random.Generator, s: ToySettings) -> ToySample:
     light = rng.normal(0, 1, 3) + np.array([0.0, -1.5, -1.5])
     light /= np.linalg.norm(light)
     looks = [p["look"] for p in people]
-    image[fg] = shade_people(part, local, u_f, v_f, normal, person_of, looks, light, rng)
+    image[fg] = shade_people(
+        part, local, u_f, v_f, normal, person_of, looks, light, rng, shading=shading
+    )
     image = np.clip(image, 0, 255).astype(np.uint8)
 
     person = np.full((s.height, s.width), -1, dtype=np.int32)
@@ -126,7 +141,7 @@ def render_sample(rng: np.random.Generator, s: ToySettings) -> ToySample:
     v = np.zeros((s.height, s.width), dtype=np.float32)
     u[fg], v[fg] = u_f, v_f
     anns = _annotate(rng, s, person, chart, u, v, len(people))
-    return ToySample(image, anns, person, chart, u, v)
+    return ToySample(image, anns, person, chart, u, v, looks)
 
 
 def _annotate(
@@ -236,6 +251,7 @@ __all__ = [
     "ToySettings",
     "default_cache_root",
     "generate_split",
+    "render_people",
     "render_sample",
     "sample_rng",
     "settings_key",
