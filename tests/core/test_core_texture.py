@@ -8,9 +8,11 @@ import pytest
 from fnl_core.results import encode_array, make_result
 from fnl_core.texture import (
     Chart,
+    IoUTracker,
     accumulate,
     apply_texture,
     atlas_shape,
+    box_iou,
     chart_of,
     extract_texture,
     read_atlas,
@@ -189,3 +191,15 @@ def test_accumulate_fills_in_and_weights():
         accumulate([])
     with pytest.raises(ValueError, match="different sizes"):
         accumulate([(a1, c1), (np.zeros((6, 4, 3), np.uint8), np.zeros((6, 4), np.float32))])
+
+
+def test_box_iou_and_tracker():
+    assert box_iou([[0, 0, 10, 10]], [[5, 0, 15, 10], [20, 20, 30, 30]]).tolist() == [[1 / 3, 0.0]]
+    tracker = IoUTracker(min_iou=0.3)
+    assert tracker.update([[0, 0, 10, 10], [50, 0, 60, 10]]) == [0, 1]
+    # the two people move a little and come in the other order; a third appears
+    assert tracker.update([[52, 0, 62, 10], [100, 0, 110, 10], [1, 0, 11, 10]]) == [1, 2, 0]
+    assert tracker.update([]) == []
+    assert tracker.update([[1, 0, 11, 10]]) == [3]  # a gap ends a track
+    with pytest.raises(ValueError):
+        IoUTracker(min_iou=0)

@@ -42,9 +42,12 @@ from fnl_core.densepose import NUM_FINE_CHARTS
 __all__ = [
     "DEFAULT_TILE",
     "Chart",
+    "IoUTracker",
+    "TextureAccumulator",
     "accumulate",
     "apply_texture",
     "atlas_shape",
+    "box_iou",
     "chart_of",
     "extract_texture",
     "pixel_weights",
@@ -168,29 +171,47 @@ def extract_texture(
     return atlas, coverage
 
 
+class TextureAccumulator:
+    """Running weighted mean of one person's atlases (see :func:`accumulate`), in constant
+    memory: :meth:`add` each frame's (atlas, coverage), :meth:`result` at any time."""
+
+    def __init__(self) -> None:
+        self.frames = 0
+        self._total: np.ndarray | None = None
+        self._sums: np.ndarray | None = None
+
+    def add(self, atlas: np.ndarray, coverage: np.ndarray) -> None:
+        atlas = np.asarray(atlas)
+        weight = np.asarray(coverage, dtype=np.float64)
+        if atlas.ndim != 3 or atlas.shape[:2] != weight.shape:
+            raise ValueError(f"atlas {atlas.shape} and coverage {weight.shape} do not match")
+        if self._total is None:
+            self._total = np.zeros(weight.shape, dtype=np.float64)
+            self._sums = np.zeros((*weight.shape, 3), dtype=np.float64)
+        elif self._total.shape != weight.shape:
+            raise ValueError(f"atlases of different sizes: {self._total.shape} and {weight.shape}")
+        covered = weight > 0  # only covered texels cost anything
+        self._total[covered] += weight[covered]
+        self._sums[covered] += atlas[covered][:, :3].astype(np.float64) * weight[covered][:, None]  # type: ignore[index]
+        self.frames += 1
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        """(atlas uint8 RGB, coverage float32 = summed weights)."""
+        if self._total is None or self._sums is None:
+            raise ValueError("accumulate needs at least one (atlas, coverage) pair")
+        mean = self._sums / np.where(self._total > 0, self._total, 1.0)[..., None]
+        return np.clip(np.rint(mean), 0, 255).astype(np.uint8), self._total.astype(np.float32)
+
+
 def accumulate(
     pairs: Iterable[tuple[np.ndarray, np.ndarray]],
 ) -> tuple[np.ndarray, np.ndarray]:
     """Weighted mean of (atlas, coverage) pairs of one person: each texel's colour is the mean
     of the pairs' colours weighted by their coverage; the coverages add up."""
-    total: np.ndarray | None = None
-    sums: np.ndarray | None = None
+    acc = TextureAccumulator()
     for atlas, coverage in pairs:
-        atlas = np.asarray(atlas)
-        weight = np.asarray(coverage, dtype=np.float64)
-        if atlas.shape[:2] != weight.shape or atlas.ndim != 3:
-            raise ValueError(f"atlas {atlas.shape} and coverage {weight.shape} do not match")
-        if total is None:
-            total = np.zeros(weight.shape, dtype=np.float64)
-            sums = np.zeros(atlas.shape, dtype=np.float64)
-        elif total.shape != weight.shape:
-            raise ValueError(f"atlases of different sizes: {total.shape} and {weight.shape}")
-        total += weight
-        sums += atlas[..., :3].astype(np.float64) * weight[..., None]  # type: ignore[operator]
-    if total is None or sums is None:
-        raise ValueError("accumulate needs at least one (atlas, coverage) pair")
-    mean = sums / np.where(total > 0, total, 1.0)[..., None]
-    return np.clip(np.rint(mean), 0, 255).astype(np.uint8), total.astype(np.float32)
+        acc.add(atlas, coverage)
+    return acc.result()
 
 
 def to_rgba(atlas: np.ndarray, coverage: np.ndarray) -> np.ndarray:
@@ -278,3 +299,52 @@ def apply_texture(
         blended = photo + alpha[:, None] * (rgb - photo)
         out[img_r, img_c] = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
     return out
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pairwise IoU (len(a) × len(b)) of XYXY boxes."""
+    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
+    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(rb - lt, 0, None), axis=-1)
+    area_a = np.prod(np.clip(a[:, 2:] - a[:, :2], 0, None), axis=-1)
+    area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0, None), axis=-1)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+
+
+class IoUTracker:
+    """Tracks from box overlap between consecutive frames: each detection joins the track
+    whose box in the previous frame overlaps it most (IoU ≥ ``min_iou``; pairs taken greedily,
+    best IoU first, one detection per track), else starts a new track. A track missing from
+    a frame ends (the next detection there starts a new one)."""
+
+    def __init__(self, min_iou: float = 0.3) -> None:
+        if not 0.0 < min_iou <= 1.0:
+            raise ValueError(f"min_iou must be in (0, 1], got {min_iou}")
+        self.min_iou = min_iou
+        self.count = 0
+        self._ids = np.zeros(0, dtype=np.int64)
+        self._boxes = np.zeros((0, 4))
+
+    def update(self, boxes_xyxy: np.ndarray) -> list[int]:
+        """Track ids (0, 1, ...) of this frame's detections, in the order given."""
+        boxes = np.asarray(boxes_xyxy, dtype=np.float64).reshape(-1, 4)
+        ids = np.full(len(boxes), -1, dtype=np.int64)
+        iou = box_iou(self._boxes, boxes)
+        if iou.size:
+            order = np.argsort(-iou, axis=None, kind="stable")
+            prev_used = np.zeros(len(self._boxes), dtype=bool)
+            for flat in order:
+                i, j = divmod(int(flat), len(boxes))
+                if iou[i, j] < self.min_iou:
+                    break
+                if prev_used[i] or ids[j] >= 0:
+                    continue
+                prev_used[i], ids[j] = True, self._ids[i]
+        for j in np.flatnonzero(ids < 0):
+            ids[j] = self.count
+            self.count += 1
+        self._ids, self._boxes = ids, boxes
+        return ids.tolist()
