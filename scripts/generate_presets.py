@@ -59,7 +59,8 @@ def mobile(
     neck: dict[str, Any],
     width: int,
 ) -> dict[str, Any]:
-    """Parsing/Mobile family settings (FnL v1/v2 configs, model.md (j))."""
+    """Parsing/Mobile family settings (the reference's v1/v2 configs; docs/paper.md, 'Training
+    and test settings')."""
     return {
         "description": description + PRETRAINED_NOTE,
         "spec_version": 1,

@@ -1,4 +1,4 @@
-"""Charts from DensePose outputs (spec/model.md (h)) and the results JSON."""
+"""Charts from DensePose outputs (docs/model.md) and the results JSON."""
 
 from __future__ import annotations
 

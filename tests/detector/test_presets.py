@@ -26,7 +26,8 @@ pytestmark = pytest.mark.skipif(
     reason="needs the fnl zoo components (fnl-backbones, fnl-necks, fnl-heads)",
 )
 
-#: spec/paper_numbers.md §1, §3, §8 (checked to the parameter; the paper prints 2 decimals).
+#: docs/paper.md, Tables 1 and 3, 'Counting parameters' (checked to the parameter; the paper
+#: prints 2 decimals).
 PAPER_TOTALS = {
     "densepose_rcnn_r50_fpn": 59_731_247,
     "parsing_rcnn_r50_fpn": 54_555_951,
@@ -38,7 +39,7 @@ PAPER_TOTALS = {
     "mobile_parsing_rcnn_a_bifpn_88": 3_820_237,
 }
 FAST = ["mobile_parsing_rcnn_b", "mobile_parsing_rcnn_a_bifpn_88"]
-#: paper_numbers.md §2 (#params column, M) for the Table 2 presets.
+#: docs/paper.md, Table 2 (#params column, M) for the Table 2 presets.
 TABLE2_M = {
     "resnet50": 33.61,
     "tf_efficientnet_b3": 16.03,

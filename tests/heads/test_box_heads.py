@@ -20,7 +20,7 @@ def n_params(module: torch.nn.Module) -> int:
 
 
 def predictor_params(in_features: int) -> int:
-    """The detector's box predictor: Linear(in, 2) + Linear(in, 4) (model.md (d))."""
+    """The detector's box predictor: Linear(in, 2) + Linear(in, 4) (docs/components.md)."""
     return in_features * 2 + 2 + in_features * 4 + 4
 
 

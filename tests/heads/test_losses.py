@@ -63,7 +63,7 @@ def _xywh(box) -> tuple[float, float, float, float]:
 
 
 def _corners(p: float, box0: float, box_size: float) -> tuple[int, int, float]:
-    """One axis of losses.md §3, written out with Python floats."""
+    """One axis of the point mapping (docs/model.md, 'Losses'), written out with Python floats."""
     g = (p - box0) * S / box_size
     lo = min(max(math.floor(g), 0), S - 1)
     hi = min(lo + 1, S - 1)
@@ -84,7 +84,7 @@ def slow_reference(
     ws: float = 2.0,
     beta: float = 1.0,
 ) -> dict[str, float] | None:
-    """losses.md §3–§6 one point and one pixel at a time; None when the losses are fake."""
+    """The losses of docs/model.md one point and one pixel at a time; None when they are fake."""
     coarse, fine, u, v = (
         outputs[k].detach().double().numpy() for k in ("coarse_segm", "fine_segm", "u", "v")
     )

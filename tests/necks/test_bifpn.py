@@ -18,7 +18,7 @@ pytestmark = [
     pytest.mark.filterwarnings("error::torch.jit.TracerWarning"),
 ]
 
-#: spnasnet_100 "expansion" features (model.md (f.1)).
+#: spnasnet_100 "expansion" features (docs/backbones.md, ``feature_location``).
 EXPANSION = {f"c{lv}": ShapeSpec(c, 2**lv) for lv, c in zip(range(2, 6), [72, 120, 288, 1152])}
 SMALL = {f"c{lv}": ShapeSpec(c, 2**lv) for lv, c in zip(range(2, 6), [6, 10, 12, 16])}
 

@@ -4,11 +4,11 @@ Pure data, no torch: the detector's presets (``mobile_parsing_rcnn_a_<timm name>
 from :data:`PAPER_BACKBONES` with :meth:`PaperBackbone.backbone_spec`; Model B uses
 :data:`MOBILE_B_BACKBONE`.
 
-Feature choice (paper_numbers.md §2, §8): Model A feeds its FPN with the **outputs** of stages
-s1, s2, s3, s5 of the EfficientNet-like ``blocks`` (strides 4/8/16/32; later stages pruned);
-MobileNetV3-Small already reaches stride 4 in its first stage, so s0, s1, s2, s4; ResNet-50
-uses timm's feature indices 1-4 (``layer1``-``layer4``). Model B feeds its BiFPN with timm's
-"expansion" features at indices 1-4.
+Feature choice (docs/paper.md, Table 2 and 'Counting parameters'): Model A feeds its FPN with
+the **outputs** of stages s1, s2, s3, s5 of the EfficientNet-like ``blocks`` (strides
+4/8/16/32; later stages pruned); MobileNetV3-Small already reaches stride 4 in its first stage,
+so s0, s1, s2, s4; ResNet-50 uses timm's feature indices 1-4 (``layer1``-``layer4``). Model B
+feeds its BiFPN with timm's "expansion" features at indices 1-4.
 
 ``backbone_params`` were measured (``tests/backbones/test_paper.py`` checks them): parameters of
 the backbone as built from ``backbone_spec()`` with frozen BatchNorm (BN values are buffers).
@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 #: Parameters of Model A outside backbone and FPN: RPN 593 935 + conv box head 1 255 430 +
-#: ASPP DensePose head 4 590 080 + predictor 368 730 (paper_numbers.md §8).
+#: ASPP DensePose head 4 590 080 + predictor 368 730 (docs/paper.md, 'Counting parameters').
 A_HEADS_PARAMS = 593_935 + 1_255_430 + 4_590_080 + 368_730
 
 #: Parameters of Model B outside the backbone: BiFPN-64 147 918 + RPN 37 903 + conv box head
-#: 92 678 + ASPP DensePose head 287 360 + predictor 92 250 (model.md (i)).
+#: 92 678 + ASPP DensePose head 287 360 + predictor 92 250 (docs/paper.md, 'Counting parameters').
 B_REST_PARAMS = 147_918 + 37_903 + 92_678 + 287_360 + 92_250
 
 

@@ -1,8 +1,8 @@
 """DensePose constants: chart and part names, label symmetries and groupings.
 
 Plain tuples (no numpy), indexed by label: index 0 is the background everywhere. Sources and
-conventions: ``spec/data_format.md`` §3 (names, fine → coarse, evaluation groups) and §6 (flip
-symmetries).
+conventions: docs/data_format.md, 'Charts and parts' (names, fine → coarse, evaluation groups)
+and 'Horizontal flip' (symmetries).
 
 The official DensePose documentation names only the coarse part of each fine chart; which half
 of a limb a chart covers ("back"/"front", "left"/"right" for the head) follows the informal
@@ -69,12 +69,12 @@ COARSE_PART_NAMES: tuple[str, ...] = (
     "Head",
 )
 
-#: Coarse label of each fine chart (data_format.md §3.3).
+#: Coarse label of each fine chart (docs/data_format.md, 'Charts and parts').
 FINE_TO_COARSE: tuple[int, ...] = (
     0, 1, 1, 2, 3, 4, 5, 6, 7, 6, 7, 8, 9, 8, 9, 10, 11, 10, 11, 12, 13, 12, 13, 14, 14,
 )  # fmt: skip
 
-#: Evaluation group of each fine chart (data_format.md §3.4).
+#: Evaluation group of each fine chart (docs/data_format.md, 'Charts and parts').
 FINE_TO_EVAL_GROUP: tuple[int, ...] = (
     0, 1, 1, 2, 2, 3, 3, 4, 4, 4, 4, 5, 5, 5, 5, 6, 6, 6, 6, 7, 7, 7, 7, 8, 8,
 )  # fmt: skip
@@ -92,15 +92,17 @@ EVAL_GROUP_NAMES: tuple[str, ...] = (
     "Head",
 )
 
-#: Per-group GPS normaliser κ of the SMPL surface, in metres (evaluation.md §4; group 0 = 0).
+#: Per-group GPS normaliser κ of the SMPL surface, in metres (docs/evaluation.md, GPS; group 0 = 0).
 SMPL_KAPPA: tuple[float, ...] = (0.0, 0.351, 0.107, 0.126, 0.237, 0.173, 0.142, 0.128, 0.150)
 
-#: Fine chart of the mirror image under a horizontal flip (data_format.md §6, step 2).
+#: Fine chart of the mirror image under a horizontal flip (docs/data_format.md, 'Horizontal
+#: flip', step 2).
 FINE_FLIP: tuple[int, ...] = (
     0, 1, 2, 4, 3, 6, 5, 8, 7, 10, 9, 12, 11, 14, 13, 16, 15, 18, 17, 20, 19, 22, 21, 24, 23,
 )  # fmt: skip
 
-#: Coarse label of the mirror image under a horizontal flip (data_format.md §6, step 4).
+#: Coarse label of the mirror image under a horizontal flip (docs/data_format.md, 'Horizontal
+#: flip', step 4).
 COARSE_FLIP: tuple[int, ...] = (0, 1, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 14)
 
 __all__ = [

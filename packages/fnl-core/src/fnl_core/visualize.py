@@ -1,4 +1,4 @@
-"""Pictures of DensePose predictions and ground truth (spec/model.md h.2).
+"""Pictures of DensePose predictions and ground truth (docs/model.md, 'Visualisation').
 
 * :func:`draw_prediction`: each detection above ``min_score`` gets its box, its parts in
   part colours (alpha 0.7) and iso-lines of U and of V (10 levels each), as in the paper's

@@ -10,7 +10,8 @@ from pycocotools import mask as mask_utils
 from fnl_core.densepose import NUM_COARSE_PARTS
 
 DP_MASK_SIZE = 256
-"""Side of the coarse-part label map, in the annotation box frame (data_format.md §4)."""
+"""Side of the coarse-part label map, in the annotation box frame (docs/data_format.md, 'Coarse
+part masks')."""
 
 
 def encode_rle(mask: np.ndarray) -> dict[str, Any]:
@@ -61,7 +62,8 @@ def encode_dp_masks(labels: np.ndarray) -> list[Any]:
 
 
 def decode_dp_masks(dp_masks: list[Any]) -> np.ndarray:
-    """256×256 uint8 coarse label map; later parts overwrite earlier ones (data_format.md §4.1)."""
+    """256×256 uint8 coarse label map; later parts overwrite earlier ones (docs/data_format.md,
+    'Coarse part masks')."""
     labels = np.zeros((DP_MASK_SIZE, DP_MASK_SIZE), dtype=np.uint8)
     for k, entry in enumerate(dp_masks, start=1):
         if entry:

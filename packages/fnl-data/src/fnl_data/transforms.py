@@ -4,8 +4,9 @@ DensePose points and coarse masks live in the annotation box frame (256 units), 
 changes only boxes, areas, segmentations and the image size. A horizontal flip mirrors the box,
 the segmentation, the points (``x → 256 − x``), the coarse mask (column ``c → 255 − c`` and
 left/right labels swapped) and maps each point's chart and U/V to the mirror chart through a
-:class:`ChartSymmetry` (data_format.md §6). The symmetry is pluggable: the toy body supplies an
-exact analytic one; real DensePose-COCO data uses ``UV_symmetry_transforms.mat``.
+:class:`ChartSymmetry` (docs/data_format.md, 'Horizontal flip'). The symmetry is pluggable: the
+toy body supplies an exact analytic one; real DensePose-COCO data uses
+``UV_symmetry_transforms.mat``.
 """
 
 from __future__ import annotations

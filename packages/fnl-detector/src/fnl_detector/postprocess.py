@@ -1,4 +1,5 @@
-"""From DensePose head outputs to per-detection charts (spec/model.md (h)).
+"""From DensePose head outputs to per-detection charts (docs/model.md, 'From the
+predictor outputs to per-pixel I, U, V').
 
 For a detection box (x0, y0, x1, y1) in original-image pixels, the chart covers the integer
 box ``w = int(x1 - x0)``, ``h = int(y1 - y0)`` (float32 subtraction, truncation, at least 1),

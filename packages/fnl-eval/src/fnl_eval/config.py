@@ -35,7 +35,7 @@ class SMPLSurfaceConfig(ComponentConfig):
 
 
 class DensePoseEvaluatorConfig(ComponentConfig):
-    """Box AP, mask AP, GPS AP and GPSm AP of DensePose-COCO results (spec/evaluation.md)."""
+    """Box AP, mask AP, GPS AP and GPSm AP of DensePose-COCO results (docs/evaluation.md)."""
 
     type: Literal["densepose_coco"] = "densepose_coco"
     group: ClassVar[str] = EVALUATORS

@@ -1,4 +1,4 @@
-"""DensePose evaluation (GPS, GPSm, mask IoU) on pycocotools' COCOeval (spec/evaluation.md).
+"""DensePose evaluation (GPS, GPSm, mask IoU) on pycocotools' COCOeval (docs/evaluation.md).
 
 :class:`DensePoseCOCOeval` keeps COCOeval's matcher and accumulator and changes only what the
 DensePose protocol changes:

@@ -1,4 +1,4 @@
-"""Geodesic Point Similarity for many (detection, GT) pairs at once (spec/evaluation.md §4).
+"""Geodesic Point Similarity for many (detection, GT) pairs at once (docs/evaluation.md, GPS).
 
 GT points are snapped to the surface once per GT (:class:`GtPoints`); the IUV rasters of all
 detections are flattened into one buffer (:class:`RasterBank`), so reading the predictions,
@@ -19,7 +19,8 @@ from fnl_eval.surface import SurfaceIndex
 __all__ = ["EVAL_POINT_SCALE", "GtPoints", "RasterBank", "gps_pairs"]
 
 EVAL_POINT_SCALE = 255.0
-"""The evaluator maps dp_x/dp_y to the box with /255 (data_format.md §2.1), training with /256."""
+"""The evaluator maps dp_x/dp_y to the box with /255, training with /256 (docs/data_format.md,
+'Point coordinates')."""
 
 
 @dataclass

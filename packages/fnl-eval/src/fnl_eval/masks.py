@@ -1,4 +1,4 @@
-"""Instance masks on the image for mask IoU and GPSm (spec/evaluation.md §3 step 3, §5).
+"""Instance masks on the image for mask IoU and GPSm (docs/evaluation.md, GPSm).
 
 All box coordinates are truncated toward zero (``int``), never rounded. Masks are returned as
 pycocotools RLEs so that IoUs (with crowd semantics) come from ``pycocotools.mask.iou``.
@@ -37,7 +37,7 @@ def decode_dp_masks(dp_masks: Sequence[Any]) -> np.ndarray:
     """The 256×256 coarse label map (float32, 0..14) of an annotation's ``dp_masks``.
 
     Entry k (0-based) paints label k+1 where its RLE is set; later parts overwrite earlier ones
-    (data_format.md §4.1). Empty entries are skipped.
+    (docs/data_format.md, 'Coarse part masks'). Empty entries are skipped.
     """
     labels = np.zeros((DP_MASK_SIZE, DP_MASK_SIZE), dtype=np.float32)
     for k, rle in enumerate(list(dp_masks)[:NUM_COARSE_PARTS]):

@@ -6,8 +6,9 @@ One detection is a JSON object::
      "densepose": {"uv_shape": [3, h, w], "uv_data": "<base64>"}}
 
 ``bbox`` is XYWH in original-image pixels. ``densepose`` holds the quantised IUV raster of
-spec/evaluation.md §1.2 (model.md h.1): a ``3 × h × w`` uint8 array ``[I, U·255, V·255]``
-covering the integer box (``h = max(int(bbox_h), 1)``, ``w = max(int(bbox_w), 1)``).
+docs/evaluation.md, 'Results format' (docs/model.md, step 5 of the charts): a ``3 × h × w``
+uint8 array ``[I, U·255, V·255]`` covering the integer box (``h = max(int(bbox_h), 1)``,
+``w = max(int(bbox_w), 1)``).
 ``uv_data`` is the base64 text of the zlib-compressed array bytes in C order (I plane first,
 then U, then V, rows top to bottom). Only the standard library and numpy are needed to write or
 read it; the encoder lives in :mod:`fnl_core.results` (shared with

@@ -3,8 +3,8 @@
 ``SMPL_subdiv.mat`` (UV vertices: ``U_subdiv``, ``V_subdiv``, ``Part_ID_subdiv``),
 ``SMPL_SUBDIV_TRANSFORM.mat`` (``index``: 1-based mesh vertex of each UV vertex) and
 ``Pdist_matrix.pkl`` (geodesic distances between the 27 554 mesh vertices, strict lower
-triangle in row-major order). See spec/evaluation.md §9. The files are published by the
-DensePose authors at https://dl.fbaipublicfiles.com/densepose/data/.
+triangle in row-major order). See docs/evaluation.md, 'Body surfaces'. The files are published
+by the DensePose authors at https://dl.fbaipublicfiles.com/densepose/data/.
 
 ``Pdist_matrix.pkl`` is a pickle, and loading a pickle can run arbitrary code. It is read with
 :class:`NumpyOnlyUnpickler`, which only reconstructs builtin containers and numpy arrays

@@ -1,4 +1,4 @@
-"""Nearest-UV-vertex lookup on a body surface (spec/evaluation.md §4 steps 4-5).
+"""Nearest-UV-vertex lookup on a body surface (docs/evaluation.md, GPS: the snap to vertices).
 
 A :class:`fnl_core.structures.BodySurface` lists UV vertices (U, V, chart, mesh vertex). A point
 (I, U, V) is snapped to the UV vertex of chart I that is closest in (U, V) (Euclidean, lowest

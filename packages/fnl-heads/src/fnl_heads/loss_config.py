@@ -1,8 +1,9 @@
 """Config of the chart-based DensePose losses (entry point ``fnl.densepose_losses: chart``).
 
-The defaults are the weights of the legacy / Caffe2 / FnL chart configs (losses.md §1). The
-weight names follow detectron2's keys, which are easy to mix up: ``index_weight`` weighs the
-*coarse* segmentation loss, ``part_weight`` the *fine* chart index at the points.
+The defaults are the weights of the legacy / Caffe2 / FnL chart configs (docs/model.md,
+'Losses'). The weight names follow detectron2's keys, which are easy to mix up:
+``index_weight`` weighs the *coarse* segmentation loss, ``part_weight`` the *fine* chart index
+at the points.
 
 No torch at module level: ``fnl list`` / ``fnl schema`` import this module.
 """

@@ -1,4 +1,6 @@
-"""Chart-based DensePose losses, reproducing detectron2's ``DensePoseChartLoss`` (losses.md).
+"""Chart-based DensePose losses, reproducing detectron2's ``DensePoseChartLoss``.
+
+What they compute is in docs/model.md, 'Losses'.
 
 Given the predictor outputs of N RoIs (``coarse_segm`` N×K×S×S, ``fine_segm``/``u``/``v``
 N×C×S×S, C = 25) and their :class:`~fnl_core.structures.DensePoseTargets`, the loss returns
@@ -37,7 +39,8 @@ UV_CONFIDENCE_KEYS = {
     "indep_aniso": ("sigma_2", "kappa_u", "kappa_v"),
 }
 POINT_FRAME = 256.0
-"""dp_x / dp_y units per box side in training (data_format.md §2.1: 256; the evaluator uses 255)."""
+"""dp_x / dp_y units per box side in training: 256; the evaluator uses 255 (docs/data_format.md,
+'Point coordinates')."""
 
 
 def xyxy_to_xywh(boxes: Tensor) -> Tensor:
@@ -47,7 +50,7 @@ def xyxy_to_xywh(boxes: Tensor) -> Tensor:
 
 
 class PointGrid(NamedTuple):
-    """Where each point falls in its proposal's S×S heatmap (losses.md §3).
+    """Where each point falls in its proposal's S×S heatmap (docs/model.md, 'Losses').
 
     Corners are ordered (y_lo, x_lo), (y_lo, x_hi), (y_hi, x_lo), (y_hi, x_hi), as the
     reference's ``w_ylo_xlo``, ``w_ylo_xhi``, ``w_yhi_xlo``, ``w_yhi_xhi``.
@@ -116,7 +119,8 @@ def sample_at_points(
 def coarse_segm_targets(masks: Tensor, gt_xywh: Tensor, proposal_xywh: Tensor, size: int) -> Tensor:
     """Resample M×256×256 GT-box-frame label maps onto each proposal's ``size``² grid.
 
-    Reproduces d2 ``resample_data(..., mode="nearest", padding_mode="zeros")`` (losses.md §6):
+    Reproduces d2 ``resample_data(..., mode="nearest", padding_mode="zeros")`` (docs/model.md,
+    'Losses': coarse target):
     output column j samples image x = x_P + (j/S)·w_P (left edge of the cell), the map is
     addressed corner-aligned (column 0 centre on the GT box's left edge, column 255 on its
     right edge), nearest neighbour, 0 outside the map. Returns (M, S, S) int64 labels.
@@ -205,7 +209,7 @@ class ChartDensePoseLoss(nn.Module):
             ``kappa_v``), as DensePose's ``DensePoseChartWithConfidenceLoss``.
         uv_confidence_epsilon: lower bound added to ``softplus(sigma_2)``.
 
-    Which RoIs and points count (losses.md §2, §4–§6, §8):
+    Which RoIs and points count (docs/model.md, 'Losses'):
 
     * every valid point (inside its proposal) enters the fine-index CE, mean over points;
     * valid points with chart > 0 enter the U/V smooth-L1, summed over points;

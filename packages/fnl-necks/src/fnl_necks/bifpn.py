@@ -1,6 +1,6 @@
 """BiFPN as used by Mobile Parsing R-CNN (B): one bidirectional layer, fast normalised fusion.
 
-Building blocks (spec model.md (f)):
+Building blocks (docs/components.md, ``bifpn``):
 
 * lateral ``l{l}``: conv 1×1 ``C_l → C`` with bias;
 * conv block (``p{l}_tr``, ``p{l}_out``, ``down_p{l}``): depth-wise 3×3 → point-wise 1×1

@@ -239,7 +239,8 @@ class ToySurface:
         return kappa
 
     def write_evaluator_files(self, folder: str | Path) -> Path:
-        """Write the DensePose evaluator data files for this body (evaluation.md §10):
+        """Write the DensePose evaluator data files for this body (docs/evaluation.md,
+        'Body surfaces'):
         ``SMPL_subdiv.mat``, ``SMPL_SUBDIV_TRANSFORM.mat``, ``Pdist_matrix.pkl``.
 
         Part ids and vertex indices are stored as integers (int32): the official evaluator
