@@ -117,13 +117,14 @@ def run_benchmark(
         time_models,
     )
     from fnl_detector.build import build_detector
+    from fnl_detector.loading import select_device
     from fnl_detector.predictor import Predictor
     from fnl_detector.spec import load_spec
 
     say = progress or (lambda message: None)
     if threads:
         torch.set_num_threads(threads)
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dev = select_device(device or "auto")
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     image = benchmark_image(size).round().to(torch.uint8)
     pixels = image.permute(1, 2, 0).numpy()
