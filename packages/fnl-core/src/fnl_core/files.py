@@ -45,7 +45,7 @@ def atomic_output(path: str | Path, *, suffix: str = ".tmp") -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -67,7 +67,9 @@ def _fsync_file(path: Path) -> None:
         os.close(fd)
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: str | Path) -> None:
+    """Flush the entries of ``directory`` (a rename into it) to disk, where directories can be
+    opened (not on Windows)."""
     try:
         fd = os.open(directory, os.O_RDONLY)
     except OSError:  # directories cannot be opened on some platforms (Windows)
@@ -80,4 +82,10 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-__all__ = ["atomic_output", "atomic_write_bytes", "atomic_write_text", "default_file_mode"]
+__all__ = [
+    "atomic_output",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "default_file_mode",
+    "fsync_dir",
+]
