@@ -138,7 +138,7 @@ def test_zero_detections_and_the_forced_check(tmp_path):
 
 
 def test_a_mismatch_fails_loudly(tmp_path, monkeypatch, capsys):
-    import fnl_detector.export as export
+    import fnl_detector.export.verify as export
 
     real = export.reference_outputs
 
@@ -154,6 +154,39 @@ def test_a_mismatch_fails_loudly(tmp_path, monkeypatch, capsys):
     captured = capsys.readouterr()
     assert rc == 1
     assert "MISMATCH" in captured.out and "does not reproduce PyTorch" in captured.err
+
+
+def test_the_graph_follows_the_modeling_code(tmp_path, monkeypatch):
+    """Issue 23: one inference implementation. The graph is the model's own modules traced, so
+    a change to proposal selection in ``modeling/`` (here: keep the 3 best proposals) changes
+    the eager model and the exported graph alike."""
+    from fnl_detector.build import build_detector
+    from fnl_detector.export import export_onnx, reference_outputs
+    from fnl_detector.modeling.rpn import RPN
+    from fnl_detector.spec import load_spec
+
+    torch.manual_seed(0)
+    spec = load_spec("mobile_parsing_rcnn_b", [*SMALL, "test.score_thresh=0.0"])
+    model = build_detector(spec).eval()
+    image = _image(SIZE, 150, seed=5)
+    assert len(reference_outputs(model, image)["boxes"]) > 3  # up to 100 detections
+
+    real = RPN.select_proposals
+
+    def three_best(self, *args, **kwargs):
+        boxes, scores = real(self, *args, **kwargs)
+        return [b[:3] for b in boxes], [s[:3] for s in scores]
+
+    monkeypatch.setattr(RPN, "select_proposals", three_best)
+    eager = reference_outputs(model, image)
+    export_onnx(model, tmp_path, image, fold_bn=False)
+    session = onnx_session(tmp_path / MODEL_FILE, threads=1)
+    graph = run_onnx(session, image)
+    assert 0 < len(eager["boxes"]) <= 3
+    assert len(graph["boxes"]) == len(eager["boxes"])
+    assert compare_outputs(eager, graph)["same"]
+    other = _image(SIZE + 20, SIZE, seed=6)  # another size: the cut is in the graph, not baked
+    assert 0 < len(run_onnx(session, other)["boxes"]) <= 3
 
 
 def test_compare_outputs_tolerates_only_near_ties_at_the_cut():
@@ -231,7 +264,7 @@ def test_int8_graph_keeps_the_float_islands(random_export, tmp_path):
     graph = onnx.load(str(tmp_path / INT8_FILE)).graph
     dequantized = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}
     convs = {n.name: n for n in graph.node if n.op_type == "Conv"}
-    assert convs["/rpn_head/objectness_logits/Conv"].input[1] not in dequantized
+    assert convs["/proposal_generator/rpn_head/objectness_logits/Conv"].input[1] not in dequantized
     assert convs["/backbone/body/conv_stem/Conv"].input[1] in dequantized
     fusion = [n for n in graph.node if n.name.startswith("/neck/") and n.op_type == "Div"]
     assert fusion and all(n.input[0] not in dequantized for n in fusion)

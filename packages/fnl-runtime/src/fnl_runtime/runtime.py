@@ -19,13 +19,13 @@ import numpy as np
 from fnl_core.charts import densepose_to_iuv
 from fnl_core.errors import InputError
 from fnl_core.imaging import read_image, resize_image, resized_shape
-
-MANIFEST = "manifest.json"
-MANIFEST_FORMAT = "fnl-onnx-densepose"
-MANIFEST_VERSION = 2
-RESIZE_RULE = "shortest_edge_pil_bilinear_uint8"
-BOX_OUTPUTS = ("boxes", "scores", "labels")
-CHART_OUTPUTS = ("coarse_segm", "fine_segm", "u", "v")
+from fnl_core.onnx_manifest import (
+    BOX_OUTPUTS,
+    CHART_OUTPUTS,
+    INPUT_NAME,
+    MANIFEST_FILE,
+    manifest_problem,
+)
 
 __all__ = ["Runtime", "load_manifest", "to_original_frame"]
 
@@ -39,26 +39,16 @@ def load_manifest(model: str | Path) -> tuple[dict[str, Any], Path]:
         folder, graph = path.parent, path
     else:
         raise InputError(f"{path}: expected an `fnl export` folder or a .onnx file in one")
-    manifest_path = folder / MANIFEST
+    manifest_path = folder / MANIFEST_FILE
     if not manifest_path.is_file():
         raise InputError(f"{manifest_path}: missing; is {folder} a folder written by `fnl export`?")
     try:
         manifest = json.loads(manifest_path.read_text())
     except json.JSONDecodeError as exc:
         raise InputError(f"{manifest_path}: not valid JSON ({exc})") from None
-    if manifest.get("format") != MANIFEST_FORMAT:
-        raise InputError(
-            f"{manifest_path}: format is {manifest.get('format')!r}, expected {MANIFEST_FORMAT!r}"
-        )
-    version = manifest.get("format_version")
-    if version != MANIFEST_VERSION:
-        raise InputError(
-            f"{manifest_path}: format_version {version} is not the one this fnl-runtime reads "
-            f"({MANIFEST_VERSION}); export the model again with the matching fnl-detector"
-        )
-    rule = manifest["input"]["resize"]["rule"]
-    if rule != RESIZE_RULE:
-        raise InputError(f"{manifest_path}: unknown resize rule {rule!r}, expected {RESIZE_RULE!r}")
+    problem = manifest_problem(manifest)
+    if problem is not None:
+        raise InputError(f"{manifest_path}: {problem}")
     graph = graph or folder / manifest["model"]
     if not graph.is_file():
         raise InputError(f"{graph}: missing (named by {manifest_path})")
@@ -140,7 +130,7 @@ class Runtime:
 
     def run_graph(self, resized: np.ndarray) -> dict[str, np.ndarray]:
         """The graph's outputs for one resized uint8 image (boxes in its frame)."""
-        return dict(zip(self.output_names, self.session.run(None, {"image": resized})))
+        return dict(zip(self.output_names, self.session.run(None, {INPUT_NAME: resized})))
 
     def __call__(self, image: Any) -> dict[str, Any]:
         return self.predict(image)

@@ -69,24 +69,27 @@ class AnchorGenerator(nn.Module):
         return [a.shape[0] for a in self.cell_anchors]
 
     def grid_anchors(self, grid_sizes: Sequence[tuple[int, int]]) -> list[Tensor]:
-        """Per level, Tensor[H * W * A, 4] for the given (H, W) feature sizes."""
+        """Per level, Tensor[H * W * A, 4] for the given (H, W) feature sizes (traced values
+        when tracing: the anchors of an ONNX graph follow its input size; no cache then)."""
+        tracing = torch.jit.is_tracing()
         device = self.cell_anchors_0.device
         key = (tuple(tuple(g) for g in grid_sizes), str(device), torch.is_inference_mode_enabled())
-        cached = self._cache.get(key)
+        cached = None if tracing else self._cache.get(key)
         if cached is not None:
             return cached
         out = []
         for (h, w), stride, base in zip(grid_sizes, self.strides, self.cell_anchors):
-            xs = torch.arange(
-                self.offset * stride, w * stride, step=stride, dtype=torch.float32, device=device
-            )
-            ys = torch.arange(
-                self.offset * stride, h * stride, step=stride, dtype=torch.float32, device=device
-            )
-            sy, sx = torch.meshgrid(ys, xs, indexing="ij")
+            # start + i * stride in float64 then float32: what torch.arange(start, end, step)
+            # computes on the CPU, with the count (w, h) as an operand that can be traced.
+            start = self.offset * stride
+            xs = torch.arange(w, dtype=torch.float64, device=device) * stride + start
+            ys = torch.arange(h, dtype=torch.float64, device=device) * stride + start
+            sy, sx = torch.meshgrid(ys.float(), xs.float(), indexing="ij")
             sx, sy = sx.reshape(-1), sy.reshape(-1)
             shifts = torch.stack((sx, sy, sx, sy), dim=1)
             out.append((shifts.view(-1, 1, 4) + base.view(1, -1, 4)).reshape(-1, 4))
+        if tracing:
+            return out
         if len(self._cache) > 16:
             self._cache.clear()
         self._cache[key] = out

@@ -28,6 +28,7 @@ from typing import TypeVar
 
 import torch
 from torch import Tensor
+from torchvision.models.detection._utils import _topk_min
 from torchvision.ops import batched_nms, nms
 
 T = TypeVar("T")
@@ -135,14 +136,27 @@ def split_evenly(n: int, parts: int) -> list[slice]:
 
 
 def batched_nms_by_group(
-    boxes: Tensor, scores: Tensor, groups: Tensor, iou_threshold: float
+    boxes: Tensor,
+    scores: Tensor,
+    groups: Tensor,
+    iou_threshold: float,
+    *,
+    num_groups: int | None = None,
 ) -> Tensor:
     """``torchvision.ops.batched_nms`` with its per-group NMS calls run in parallel on CPU.
 
     Same result as ``batched_nms``: below its size cutoff (and whenever running in parallel
     is not possible) this *is* ``batched_nms``; above it, it runs torchvision's per-group
     algorithm (NMS per group, keep the union, sort by score) with the groups side by side.
+    When tracing with ``num_groups`` (groups are ``0 .. num_groups - 1``), the per-group
+    algorithm unrolled over the groups: one ONNX ``NonMaxSuppression`` per group instead of
+    ``batched_nms``'s coordinate offsets, which shift the boxes by the largest coordinate.
     """
+    if num_groups is not None and torch.jit.is_tracing():
+        members = [torch.where(groups == g)[0] for g in range(num_groups)]
+        kept = [i[nms(boxes[i], scores[i], iou_threshold)] for i in members]
+        keep = torch.cat(kept) if num_groups > 1 else kept[0]
+        return keep[scores[keep].topk(_topk_min(scores[keep], 2**31 - 1, 0))[1]]
     workers = parallel_workers(boxes.device)
     if workers <= 1 or boxes.numel() <= _VANILLA_NMS_CUTOFF:
         return batched_nms(boxes, scores, groups, iou_threshold)

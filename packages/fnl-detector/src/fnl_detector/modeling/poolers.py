@@ -33,9 +33,7 @@ def boxes_to_rois(boxes: Sequence[Tensor]) -> Tensor:
     """List of per-image XYXY boxes -> Tensor[N, 5] of (image index, x0, y0, x1, y1)."""
     if not boxes:
         return torch.zeros((0, 5))
-    idx = torch.cat(
-        [torch.full((len(b), 1), k, dtype=b.dtype, device=b.device) for k, b in enumerate(boxes)]
-    )
+    idx = torch.cat([torch.full_like(b[:, :1], k) for k, b in enumerate(boxes)])
     return torch.cat([idx, torch.cat(list(boxes))], dim=1)
 
 
@@ -97,6 +95,21 @@ class RoIPooler(nn.Module):
             return roi_pool(x, rois, size, scale)
         return roi_align(x, rois, size, scale, self.sampling_ratio, self.aligned)
 
+    def _pool_traced(self, xs: list[Tensor], rois: Tensor, levels: Tensor) -> Tensor:
+        """The pooling of :meth:`forward` as an ONNX graph with a dynamic RoI count: one
+        ``RoiAlign`` per level on that level's RoIs, concatenated in level order, then the
+        rows gathered back into RoI order (a 1-D scatter builds the inverse permutation;
+        scattering the pooled [N, C, R, R] rows themselves, as the pieces of the eager path
+        do, is several times slower in onnxruntime)."""
+        if len(xs) == 1:
+            return self._pool(xs[0], rois, self.scales[0])
+        idx = [torch.where(levels == k)[0] for k in range(len(xs))]
+        pooled = torch.cat([self._pool(x, rois[i], s) for x, i, s in zip(xs, idx, self.scales)])
+        order = torch.cat(idx)
+        rank = torch.arange(order.shape[0], device=order.device)
+        inverse = torch.zeros_like(order).scatter(0, order, rank)
+        return pooled[inverse]
+
     def forward(
         self,
         features: dict[str, Tensor],
@@ -120,6 +133,8 @@ class RoIPooler(nn.Module):
                 )
                 - self.min_level
             )
+        if torch.jit.is_tracing():
+            return self._pool_traced(xs, rois, levels)
         if memory_format is None:
             channels_last = xs[0].is_contiguous(memory_format=torch.channels_last)
             memory_format = torch.channels_last if channels_last else torch.contiguous_format

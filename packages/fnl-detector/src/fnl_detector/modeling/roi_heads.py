@@ -19,8 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models.detection._utils import BalancedPositiveNegativeSampler, BoxCoder, Matcher
-from torchvision.ops import box_iou, clip_boxes_to_image
+from torchvision.ops import box_iou
 
+from fnl_detector.modeling.boxes import clip_boxes
 from fnl_detector.modeling.densepose_targets import build_densepose_targets
 from fnl_detector.modeling.parallel import batched_nms_by_group
 from fnl_detector.modeling.poolers import RoIPooler
@@ -115,29 +116,35 @@ class RoIHeads(nn.Module):
         box_deltas: Tensor,
         image_sizes: Sequence[tuple[int, int]],
     ) -> list[dict[str, Tensor]]:
-        """Per image: boxes (resized frame), scores, labels (1-based) and ``proposal_index``."""
-        counts = [len(p) for p in proposals]
-        scores_all = F.softmax(class_logits, dim=-1)[:, :-1].split(counts)
-        deltas_all = box_deltas.split(counts)
+        """Per image: boxes (resized frame), scores, labels (1-based) and ``proposal_index``.
+        Also the exported ONNX graph's box selection (traced, one image, ``image_sizes`` as
+        traced values)."""
+        scores_all = F.softmax(class_logits, dim=-1)[:, :-1]
+        if len(proposals) == 1:  # no split: its sizes would be constants in a traced graph
+            scores_all, deltas_all = [scores_all], [box_deltas]
+        else:
+            counts = [len(p) for p in proposals]
+            scores_all, deltas_all = scores_all.split(counts), box_deltas.split(counts)
+        k = self.num_classes
         results = []
         for props, scores, deltas, size in zip(proposals, scores_all, deltas_all, image_sizes):
             boxes = self.box_coder.decode_single(deltas, props)
-            k = self.num_classes
             per_box = deltas.shape[1] // 4  # K classes, or 1 when class-agnostic
-            boxes = clip_boxes_to_image(boxes.view(-1, 4), size).view(len(props), per_box, 4)
+            boxes = clip_boxes(boxes.view(-1, 4), size).view(-1, per_box, 4)
             if boxes.shape[1] == 1 and k > 1:
                 boxes = boxes.expand(-1, k, 4)
             ok = torch.isfinite(boxes).all(dim=(1, 2)) & torch.isfinite(scores).all(dim=1)
-            if not bool(ok.all()):
-                ok_idx = ok.nonzero().flatten()
+            if torch.jit.is_tracing() or not bool(ok.all()):  # a graph filters whatever comes
+                ok_idx = torch.where(ok)[0]
                 boxes, scores = boxes[ok_idx], scores[ok_idx]
             else:
                 ok_idx = None
-            mask = scores > self.score_thresh
-            where = mask.nonzero()
+            where = (scores > self.score_thresh).nonzero()
             sel_boxes = boxes[where[:, 0], where[:, 1]]
-            sel_scores = scores[mask]
-            keep = batched_nms_by_group(sel_boxes, sel_scores, where[:, 1], self.nms_thresh)
+            sel_scores = scores[where[:, 0], where[:, 1]]
+            keep = batched_nms_by_group(
+                sel_boxes, sel_scores, where[:, 1], self.nms_thresh, num_groups=k
+            )
             keep = keep[: self.detections_per_image]
             rows = where[keep, 0]
             if ok_idx is not None:
@@ -160,8 +167,7 @@ class RoIHeads(nn.Module):
     ) -> dict[str, Tensor]:
         """DensePose outputs for the given boxes (resized frame) of all images, concatenated
         (``memory_format``: of the pooled features; default the maps' own)."""
-        n = sum(len(b) for b in boxes)
-        if n == 0:
+        if not torch.jit.is_tracing() and sum(len(b) for b in boxes) == 0:
             ref = next(iter(features.values()))
             return {
                 k: ref.new_zeros((0, *shape)) for k, shape in self.densepose_output_shapes.items()
@@ -311,6 +317,9 @@ class RoIHeads(nn.Module):
         logits, deltas = self.box_outputs(features, proposals, layout)
         detections = self.predict_boxes(proposals, logits, deltas, image_sizes)
         dp = self.predict_densepose(features, [d["boxes"] for d in detections], layout)
+        if len(detections) == 1:  # no split: its sizes would be constants in a traced graph
+            detections[0]["densepose"] = dict(dp)
+            return detections, {}
         counts = [len(d["boxes"]) for d in detections]
         for d, *chunks in zip(detections, *(dp[k].split(counts) for k in dp)):
             d["densepose"] = dict(zip(dp.keys(), chunks))

@@ -16,9 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models.detection._utils import BalancedPositiveNegativeSampler, BoxCoder, Matcher
-from torchvision.ops import box_iou, clip_boxes_to_image
+from torchvision.ops import box_iou
 
 from fnl_detector.modeling.anchors import AnchorGenerator
+from fnl_detector.modeling.boxes import clip_boxes, top_k
 from fnl_detector.modeling.parallel import batched_nms_by_group
 from fnl_detector.spec import DEFAULT_SCALE_CLAMP
 
@@ -79,20 +80,20 @@ class RPN(nn.Module):
     ) -> tuple[list[Tensor], list[Tensor]]:
         """Per image (boxes Tensor[R, 4], raw logits Tensor[R]) sorted by logit, descending.
 
-        ``logits[l]`` is B x N_l, ``deltas[l]`` B x N_l x 4, ``anchors[l]`` N_l x 4.
+        ``logits[l]`` is B x N_l, ``deltas[l]`` B x N_l x 4, ``anchors[l]`` N_l x 4. Also the
+        exported ONNX graph's proposal selection (traced, ``image_sizes`` as traced values).
         """
         pre, post = self.pre_nms_top_n[self._mode()], self.post_nms_top_n[self._mode()]
         batch = logits[0].shape[0]
         cand_boxes, cand_scores, cand_levels = [], [], []
         for level, (a, lg, dl) in enumerate(zip(anchors, logits, deltas)):
-            k = min(pre, lg.shape[1])
-            top, idx = lg.topk(k, dim=1)
+            top, idx = top_k(lg, pre, 1)
             sel_deltas = dl.gather(1, idx[..., None].expand(-1, -1, 4))
             sel_anchors = a[idx.reshape(-1)]
             boxes = self.box_coder.decode_single(sel_deltas.reshape(-1, 4), sel_anchors)
-            cand_boxes.append(boxes.view(batch, k, 4))
+            cand_boxes.append(boxes.view(batch, -1, 4))
             cand_scores.append(top)
-            cand_levels.append(torch.full((k,), level, dtype=torch.int64, device=lg.device))
+            cand_levels.append(torch.full_like(top[0], level, dtype=torch.int64))
         all_boxes = torch.cat(cand_boxes, dim=1)
         all_scores = torch.cat(cand_scores, dim=1)
         all_levels = torch.cat(cand_levels)
@@ -100,13 +101,16 @@ class RPN(nn.Module):
         for b, size in enumerate(image_sizes):
             boxes, scores, levels = all_boxes[b], all_scores[b], all_levels
             ok = torch.isfinite(boxes).all(dim=1) & torch.isfinite(scores)
-            if not bool(ok.all()):
+            if torch.jit.is_tracing() or not bool(ok.all()):  # a graph filters whatever comes
+                ok = torch.where(ok)[0]
                 boxes, scores, levels = boxes[ok], scores[ok], levels[ok]
-            boxes = clip_boxes_to_image(boxes, size)
+            boxes = clip_boxes(boxes, size)
             w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
-            keep = (w > self.min_size) & (h > self.min_size)
+            keep = torch.where((w > self.min_size) & (h > self.min_size))[0]
             boxes, scores, levels = boxes[keep], scores[keep], levels[keep]
-            keep = batched_nms_by_group(boxes, scores, levels, self.nms_thresh)[:post]
+            keep = batched_nms_by_group(
+                boxes, scores, levels, self.nms_thresh, num_groups=len(anchors)
+            )[:post]
             out_boxes.append(boxes[keep])
             out_scores.append(scores[keep])
         return out_boxes, out_scores
