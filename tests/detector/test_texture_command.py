@@ -100,7 +100,7 @@ def test_texture_and_retexture_on_a_video(weights, tmp_path):
 
     video = tmp_path / "clip.mp4"
     with VideoWriter(video, 5, 128, 96) as writer:
-        for k in range(4):
+        for _ in range(4):
             writer.write(_picture(seed=0))
     out = tmp_path / "out"
     assert _run("texture", str(video), "--weights", str(weights), "--out", str(out),
