@@ -86,6 +86,22 @@ def plugin(session: nox.Session) -> None:
     session.run("fnl", "list", "presets")
     session.run("python", check, "--expect", "present")  # builds the plugin's own preset
     session.run("fnl", "info", "example.tiny_convnet_b", "--no-flops")
+    # the plugin's backbone trains (the cpu-toy recipe skips the options it lacks) and predicts
+    tmp = Path(session.create_tmp())
+    run, data = tmp / "run", tmp / "toy"
+    session.run(
+        "fnl", "train", "example.tiny_convnet_b", "--data", "toy", "--out", str(run),
+        "--overwrite", "--device", "cpu", "--iters", "3", "--val-split", "", "--no-progress",
+        "--data-set", 'num_images={"train": 4, "val": 1}', "width=160", "height=128",
+        f"cache_dir={data}",
+    )  # fmt: skip
+    images = sorted(p for p in data.rglob("*") if p.suffix in (".png", ".jpg"))
+    if not images:
+        session.error(f"no toy images under {data}")
+    session.run(
+        "fnl", "predict", str(images[0]), "--weights", str(run / "model.safetensors"),
+        "--out", str(tmp / "pred"), "--min-score", "0",
+    )  # fmt: skip
 
 
 @nox.session

@@ -16,7 +16,7 @@ from fnl_core.files import atomic_write_bytes
 from fnl_detector.train.checkpoint import CheckpointDir, CheckpointError
 from fnl_detector.train.config import TrainConfig
 from fnl_detector.train.evaluate import evaluate_model
-from fnl_detector.train.loop import RunExistsError, Trainer, TrainingInterrupted
+from fnl_detector.train.loop import RunExistsError, Trainer, TrainingInterrupted, _StopFlag
 
 
 def _config(**kw) -> TrainConfig:
@@ -95,17 +95,107 @@ def test_ctrl_c_checkpoints_the_current_iteration_and_resumes_exactly(tmp_path):
         assert torch.equal(a, b), name
 
 
-def test_second_ctrl_c_aborts_at_once(tmp_path):
-    class TwiceDetector(FakeDetector):
-        def forward(self, images, targets=None):
-            if self.training and self.calls == 1:
-                signal.raise_signal(signal.SIGINT)
-                signal.raise_signal(signal.SIGINT)
-            return super().forward(images, targets)
+class TwiceDetector(FakeDetector):
+    """Delivers SIGINT twice (``second``: SIGINT or SIGTERM) during forward call 1."""
 
+    second = signal.SIGINT
+
+    def forward(self, images, targets=None):
+        if self.training and self.calls == 1:
+            signal.raise_signal(signal.SIGINT)
+            signal.raise_signal(self.second)
+        return super().forward(images, targets)
+
+
+def test_second_ctrl_c_aborts_at_once(tmp_path, monkeypatch):
+    monkeypatch.setattr(_StopFlag, "REPEAT_WINDOW_S", 0.0)  # the second comes later than that
     with pytest.raises(KeyboardInterrupt) as info:
         _trainer(tmp_path / "run", model=_fake(TwiceDetector)).train()
     assert not isinstance(info.value, TrainingInterrupted)
+
+
+@pytest.mark.parametrize("second", [signal.SIGINT, signal.SIGTERM])
+def test_a_repeat_within_the_window_is_the_same_request(tmp_path, second):
+    """``uv run`` hands one Ctrl-C to its child twice, 200 ms apart: that is no abort."""
+    model = _fake(type("Twice", (TwiceDetector,), {"second": second}))
+    with pytest.raises(TrainingInterrupted) as info:
+        _trainer(tmp_path / "run", model=model).train()
+    assert info.value.iteration == 2 and info.value.signum == signal.SIGINT
+    assert CheckpointDir(tmp_path / "run" / "checkpoints").last().name == "iter_0000002"
+
+
+def test_sigterm_checkpoints_like_ctrl_c(tmp_path):
+    class TermDetector(FakeDetector):
+        def forward(self, images, targets=None):
+            if self.training and self.calls == 2:
+                signal.raise_signal(signal.SIGTERM)
+            return super().forward(images, targets)
+
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(TrainingInterrupted) as info:
+        _trainer(tmp_path / "run", model=_fake(TermDetector)).train()
+    assert info.value.iteration == 3 and info.value.signum == signal.SIGTERM
+    assert CheckpointDir(tmp_path / "run" / "checkpoints").last().name == "iter_0000003"
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_second_signal_while_a_checkpoint_is_written_waits_for_it(tmp_path, monkeypatch):
+    """The second Ctrl-C lands between the checkpoint's weights and its trainer state: the
+    checkpoint is finished first, then training stops; it resumes to the uninterrupted run."""
+    import fnl_detector.train.checkpoint as checkpoint
+
+    straight = _fake()
+    _trainer(tmp_path / "a", model=straight).train()
+
+    monkeypatch.setattr(_StopFlag, "REPEAT_WINDOW_S", 0.0, raising=False)
+    save_state = checkpoint.save_state
+
+    def ctrl_c_between_the_files(state, path):
+        signal.raise_signal(signal.SIGINT)
+        save_state(state, path)
+
+    monkeypatch.setattr(checkpoint, "save_state", ctrl_c_between_the_files)
+    run = tmp_path / "b"
+    with pytest.raises(TrainingInterrupted) as info:
+        _trainer(run, model=_fake(CtrlCDetector, at=4)).train()
+    assert info.value.iteration == 5
+    folder = CheckpointDir(run / "checkpoints").last()
+    assert folder.name == "iter_0000005"
+    assert sorted(p.name for p in folder.iterdir()) == ["model.safetensors", "trainer_state.pt"]
+    monkeypatch.undo()
+
+    resumed = _fake()
+    _trainer(run, model=resumed, resume=True).train()
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_a_checkpoint_folder_appears_complete_or_not_at_all(tmp_path, monkeypatch):
+    import fnl_detector.train.checkpoint as checkpoint
+
+    run = tmp_path / "run"
+    _trainer(run).train(stop_at=2)
+    root = run / "checkpoints"
+
+    def killed(state, path):  # the process dies after the weights, before the trainer state
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoint, "save_state", killed)
+    with pytest.raises(KeyboardInterrupt):
+        CheckpointDir(root).save(_fake(), {}, 3)
+    assert sorted(p.name for p in root.iterdir()) == ["iter_0000002", "last_checkpoint"]
+    monkeypatch.undo()
+
+    stale = root / ".iter_0000004.999.tmp"  # as a SIGKILL mid-write leaves it
+    stale.mkdir()
+    (stale / "model.safetensors").write_bytes(b"partial")
+    assert CheckpointDir(root).last().name == "iter_0000002"
+    CheckpointDir(root).save(_fake(), {}, 4)
+    assert sorted(p.name for p in root.iterdir()) == [
+        "iter_0000002", "iter_0000004", "last_checkpoint",
+    ]  # fmt: skip
+    CheckpointDir(root).save(_fake(), {}, 4)  # the same iteration again replaces it whole
+    assert CheckpointDir(root).last().name == "iter_0000004"
 
 
 def test_evaluation_stops_before_the_next_image():

@@ -24,7 +24,7 @@ from fnl_detector.commands import (
     positive_int,
 )
 
-#: Exit status after Ctrl-C (128 + SIGINT), as shells report it.
+#: Exit status after Ctrl-C (128 + SIGINT), as shells report it (SIGTERM: 143).
 EXIT_INTERRUPTED = 130
 
 RECIPES = ("auto", "cpu-toy", "paper")
@@ -94,16 +94,17 @@ def explicit_options(args: argparse.Namespace, options: dict[str, Any]) -> dict[
 def train_config(
     args: argparse.Namespace,
     options: dict[str, Any],
-    default_iters: int,
+    default_iters: int | None,
     recipe_options: dict[str, Any] | None = None,
+    schedule: str = "s1x",
 ) -> Any:
-    """The paper schedule scaled to ``--iters`` (else ``default_iters``), then the recipe's
-    trainer options, then what the user set explicitly."""
-    from fnl_detector.train.config import TrainConfig
+    """The reference ``schedule`` scaled to ``--iters`` (else ``default_iters``, else its own
+    length), then the recipe's trainer options, then what the user set explicitly."""
+    from fnl_detector.train.config import SCHEDULES, TrainConfig
 
     given = explicit_options(args, options)
-    iters = given.pop("iters", default_iters)
-    return TrainConfig.scaled(iters, **{**(recipe_options or {}), **given})
+    iters = given.pop("iters", default_iters or SCHEDULES[schedule][0])
+    return TrainConfig.scaled(iters, schedule, **{**(recipe_options or {}), **given})
 
 
 def choose_recipe(choice: str, data: str, device: str | None) -> str:
@@ -163,8 +164,9 @@ def _configure(parser: argparse.ArgumentParser) -> None:
         default="auto",
         help="cpu-toy: the settings that train on a CPU in minutes (fnl_detector.train.recipes; "
         "from scratch, trainable BN, 240 px, batch 2, lr 0.02, 2000 steps); paper: the spec's "
-        "own (batch 16, lr 0.002, 130k steps); auto (default): cpu-toy for toy data on a CPU, "
-        "else paper. --set, --batch-size, --lr, --iters override either",
+        "own (batch 16, lr 0.002, its reference schedule: 130k or 390k steps); auto "
+        "(default): cpu-toy for toy data on a CPU, else paper. --set, --batch-size, --lr, "
+        "--iters override either",
     )
     add_common_arguments(parser)
     run = parser.add_mutually_exclusive_group()
@@ -214,11 +216,21 @@ def _early_checks(args: argparse.Namespace, spec_overrides: list[str]) -> None:
             f"--out {out} already holds a run ({', '.join(found)}); continue it with --resume, "
             "pick a new --out, or replace it with --overwrite"
         )
-    from fnl_detector.train.recipes import TOY_CPU_SPEC_OVERRIDES
-
     load_spec_early(args.spec, spec_overrides)
     if args.recipe in ("auto", "cpu-toy") and args.data.partition(":")[0] == "toy":
-        load_spec_early(args.spec, TOY_CPU_SPEC_OVERRIDES + spec_overrides)
+        cpu_toy_spec(args.spec, spec_overrides)
+
+
+def cpu_toy_spec(spec: Any, spec_overrides: list[str]) -> tuple[Any, list[str]]:
+    """The spec with the cpu-toy recipe's overrides that its components have (then the user's
+    ``--set``), and the recipe overrides it skipped (keys the chosen components lack, such as
+    ``backbone.pretrained`` of a third-party backbone). No torch import."""
+    from fnl_detector.spec import load_spec
+    from fnl_detector.train.recipes import TOY_CPU_SPEC_OVERRIDES, applicable_overrides
+
+    own = load_spec(spec, spec_overrides).to_dict()
+    kept, skipped = applicable_overrides(own, TOY_CPU_SPEC_OVERRIDES)
+    return load_spec(spec, kept + spec_overrides), skipped
 
 
 def resumed_spec(run_dir: Path, spec_overrides: list[str]) -> Any:
@@ -274,11 +286,7 @@ def _run(args: argparse.Namespace) -> int:
     from fnl_detector.train import distributed as dist_utils
     from fnl_detector.train.evaluate import require_evaluator
     from fnl_detector.train.loop import Trainer, TrainingInterrupted
-    from fnl_detector.train.recipes import (
-        TOY_CPU_ITERS,
-        TOY_CPU_SPEC_OVERRIDES,
-        TOY_CPU_TRAIN_OPTIONS,
-    )
+    from fnl_detector.train.recipes import TOY_CPU_ITERS, TOY_CPU_TRAIN_OPTIONS
     from fnl_detector.train.sources import parse_data
 
     out = Path(args.out)
@@ -295,14 +303,20 @@ def _run(args: argparse.Namespace) -> int:
             print(f"fnl train: resuming {out} with its saved spec and trainer options")
     else:
         recipe = choose_recipe(args.recipe, args.data, args.device)
+        skipped: list[str] = []
         if recipe == "cpu-toy":
-            spec = load_spec(args.spec, TOY_CPU_SPEC_OVERRIDES + spec_overrides)
+            spec, skipped = cpu_toy_spec(args.spec, spec_overrides)
             config = train_config(args, train_options, TOY_CPU_ITERS, TOY_CPU_TRAIN_OPTIONS)
         else:
             spec = load_spec(args.spec, spec_overrides)
-            config = train_config(args, train_options, default_iters=130_000)
+            config = train_config(args, train_options, None, schedule=spec.schedule)
         if info.is_main:
             print(recipe_line(recipe, args.recipe, config, spec, args.init_weights))
+            if skipped:
+                print(
+                    f"fnl train: recipe {recipe}: skipped {', '.join(skipped)} (not options "
+                    "of this spec's components)"
+                )
     source = parse_data(
         args.data, args.data_options, args.train_split, args.val_split, args.surface
     )
@@ -337,20 +351,33 @@ def _run(args: argparse.Namespace) -> int:
         summary = trainer.train()
     except TrainingInterrupted as stop:
         if info.is_main:
-            where = f"checkpoint {stop.checkpoint}" if stop.checkpoint else "no checkpoint"
-            print(
-                f"fnl train: interrupted at iteration {stop.iteration}; {where}; continue with "
-                f"the same command and --resume",
-                file=sys.stderr,
-            )
+            print(interrupted_message(stop), file=sys.stderr)
         dist_utils.shutdown()
-        return EXIT_INTERRUPTED
+        return interrupted_status(stop)
     if info.is_main:
         print(json.dumps({k: v for k, v in summary.items() if k != "eval"}, indent=2))
         if summary.get("eval"):
             print(format_eval(summary["eval"]))
     dist_utils.shutdown()
     return 0
+
+
+def interrupted_message(stop: Any) -> str:
+    """The line printed when a :class:`~fnl_detector.train.loop.TrainingInterrupted` ends a run."""
+    import signal
+
+    name = signal.Signals(stop.signum).name
+    where = f"checkpoint {stop.checkpoint}" if stop.checkpoint else "no checkpoint"
+    return (
+        f"fnl train: interrupted at iteration {stop.iteration}; {where}; continue with the "
+        f"same command and --resume ({name})"
+    )
+
+
+def interrupted_status(stop: Any) -> int:
+    """Exit status after an interruption: 128 + the signal number, as shells report it (130
+    after Ctrl-C, 143 after SIGTERM)."""
+    return 128 + int(getattr(stop, "signum", EXIT_INTERRUPTED - 128))
 
 
 def format_eval(result: dict[str, Any]) -> str:

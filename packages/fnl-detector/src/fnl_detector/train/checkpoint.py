@@ -8,15 +8,20 @@ A run directory holds::
     RUN_DIR/checkpoints/last_checkpoint                  name of the newest complete checkpoint
     RUN_DIR/model.safetensors                            final weights
 
-Every file is written atomically (:mod:`fnl_core.files`; weights by :mod:`fnl_detector.weights`);
-``last_checkpoint`` is written last, so it always names a complete pair. The trainer state only
-holds tensors, numbers, strings, lists and dicts, so it loads with
+Every file is written atomically (:mod:`fnl_core.files`; weights by :mod:`fnl_detector.weights`),
+and a checkpoint folder as a whole too: its files go into a hidden temporary folder
+(``.iter_0000500.<pid>.tmp``) that is renamed to ``iter_0000500`` once both are on disk, so a
+checkpoint folder appears complete or not at all, whenever the process is stopped or killed.
+``last_checkpoint`` is replaced atomically after that rename, so it always names a complete
+pair. Temporary folders a killed run left behind are removed by the next save. The trainer
+state only holds tensors, numbers, strings, lists and dicts, so it loads with
 ``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
 
 import io
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -65,9 +70,21 @@ class CheckpointDir:
         return f"iter_{iteration:07d}"
 
     def save(self, model: nn.Module, state: dict[str, Any], iteration: int) -> Path:
+        """Write checkpoint ``iteration`` (into a temporary folder renamed into place), then
+        point ``last_checkpoint`` at it and prune the oldest."""
         folder = self.root / self.name(iteration)
-        save_weights(model, folder / WEIGHTS_FILE, {"iteration": str(iteration)})
-        save_state({**state, "format": FORMAT, "iteration": iteration}, folder / STATE_FILE)
+        self.root.mkdir(parents=True, exist_ok=True)
+        for stale in self.root.glob(".iter_*"):  # left by a killed run (or this one's last try)
+            shutil.rmtree(stale, ignore_errors=True)
+        tmp = self.root / f".{folder.name}.{os.getpid()}.tmp"
+        tmp.mkdir()
+        try:
+            save_weights(model, tmp / WEIGHTS_FILE, {"iteration": str(iteration)})
+            save_state({**state, "format": FORMAT, "iteration": iteration}, tmp / STATE_FILE)
+            _replace_dir(tmp, folder)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         atomic_write_bytes(self.root / LAST_FILE, (folder.name + "\n").encode())
         self._prune(folder)
         return folder
@@ -86,6 +103,9 @@ class CheckpointDir:
         folder = self.root / marker.read_text().strip()
         if not folder.is_dir():
             raise CheckpointError(f"{marker} names {folder}, which does not exist")
+        missing = [n for n in (WEIGHTS_FILE, STATE_FILE) if not (folder / n).is_file()]
+        if missing:
+            raise CheckpointError(f"checkpoint {folder} is incomplete: no {', '.join(missing)}")
         return folder
 
     def load(self, folder: Path, model: nn.Module) -> dict[str, Any]:
@@ -93,3 +113,31 @@ class CheckpointDir:
         state = load_state(folder / STATE_FILE)
         restore_weights(model, folder / WEIGHTS_FILE)
         return state
+
+
+def _replace_dir(tmp: Path, folder: Path) -> None:
+    """Rename the finished folder ``tmp`` to ``folder``; a folder already there (the same
+    iteration saved again) is moved aside first and removed after."""
+    old = None
+    if folder.exists():
+        old = folder.with_name(f".{folder.name}.{os.getpid()}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(folder, old)
+    os.replace(tmp, folder)
+    _sync_dir(folder.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _sync_dir(directory: Path) -> None:
+    """Flush a rename in ``directory`` to disk (where directories can be opened)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # Windows
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -12,6 +12,8 @@ import signal
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -70,39 +72,89 @@ class RunExistsError(InputError):
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """Training stopped on SIGINT (Ctrl-C); a checkpoint of ``iteration`` was written first."""
+    """Training stopped on SIGINT (Ctrl-C) or SIGTERM (preemption, ``timeout``, ``docker
+    stop``); a checkpoint of ``iteration`` was written first. ``signum`` names the signal."""
 
-    def __init__(self, iteration: int, checkpoint: Path | None) -> None:
+    def __init__(
+        self, iteration: int, checkpoint: Path | None, signum: int = signal.SIGINT
+    ) -> None:
         super().__init__(f"interrupted at iteration {iteration}")
         self.iteration = iteration
         self.checkpoint = checkpoint
+        self.signum = int(signum)
+
+
+class _AbortAfterCheckpoint(KeyboardInterrupt):
+    """A second signal arrived while a checkpoint was being written: raised once it is."""
+
+
+#: Signals that stop training with a checkpoint.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class _StopFlag:
-    """Set by SIGINT while training runs (the loop checks it after every step); a second
-    Ctrl-C raises ``KeyboardInterrupt`` at once. While ``raise_now`` is on (evaluation, which
-    has nothing to save) the first Ctrl-C sets the flag and raises too."""
+    """Set by SIGINT or SIGTERM while training runs (the loop checks it after every step and
+    then checkpoints); a second signal raises ``KeyboardInterrupt`` at once.
+
+    Exceptions to "at once": a repeat within :attr:`REPEAT_WINDOW_S` of the first is the same
+    request delivered twice (``uv run`` forwards the terminal's Ctrl-C to a child that already
+    got it, about 200 ms apart) and is ignored; and a second signal while a checkpoint is being
+    written (:meth:`shielded`) waits for it to be complete, then aborts. While ``raise_now`` is
+    on (evaluation, which has nothing to save) the first signal sets the flag and raises too.
+    """
+
+    REPEAT_WINDOW_S = 1.0
 
     def __init__(self) -> None:
         self.set = False
+        self.signum: int = signal.SIGINT
         self.raise_now = False
-        self._previous: Any = None
+        self._first_at = 0.0
+        self._shielded = 0
+        self._abort_pending = False
+        self._previous: dict[int, Any] = {}
 
     def _handle(self, signum: int, frame: Any) -> None:
-        if self.set or self.raise_now:
-            self.set = True
-            raise KeyboardInterrupt
-        self.set = True
+        now = time.monotonic()
+        if not self.set:
+            self.set, self.signum, self._first_at = True, signum, now
+            if self.raise_now:
+                raise KeyboardInterrupt
+            return
+        if now - self._first_at < self.REPEAT_WINDOW_S:
+            return  # the first request again
+        if self._shielded:
+            self._abort_pending = True  # raised when the checkpoint is complete
+            return
+        raise KeyboardInterrupt
+
+    @contextmanager
+    def shielded(self) -> Iterator[None]:
+        """A block (checkpoint writing) that a second signal does not cut: the abort it asks
+        for is raised (as :class:`_AbortAfterCheckpoint`) when the block has finished."""
+        self._shielded += 1
+        try:
+            yield
+        finally:
+            self._shielded -= 1
+        if not self._shielded and self._abort_pending:
+            self._abort_pending = False
+            raise _AbortAfterCheckpoint
 
     def __enter__(self) -> _StopFlag:
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+            for signum in STOP_SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._handle)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
+        if not self._previous:
+            return
+        if self.set:  # let a repeat of the request that stopped us arrive here, not after
+            time.sleep(max(0.0, self._first_at + self.REPEAT_WINDOW_S - time.monotonic()))
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        self._previous = {}
 
 
 class Trainer:
@@ -300,10 +352,17 @@ class Trainer:
         }
 
     def save_checkpoint(self, iteration: int) -> Path | None:
-        state = self._state(iteration)  # collective: every rank takes part
-        if self.is_main:
-            return self.checkpoints.save(self.model, state, iteration)
-        return None
+        """Checkpoint ``iteration``. A second signal while it is written does not cut it: it
+        raises :class:`TrainingInterrupted` once the checkpoint is complete."""
+        folder = None
+        try:
+            with self.stop.shielded():
+                state = self._state(iteration)  # collective: every rank takes part
+                if self.is_main:
+                    folder = self.checkpoints.save(self.model, state, iteration)
+        except _AbortAfterCheckpoint:
+            raise TrainingInterrupted(iteration, folder, self.stop.signum) from None
+        return folder
 
     def _stop_requested(self) -> bool:
         """Ctrl-C seen by this process or (under DDP) by any: every process stops at the same
@@ -312,9 +371,11 @@ class Trainer:
 
     def _interrupt(self, iteration: int, writer: MetricsWriter) -> TrainingInterrupted:
         """Checkpoint ``iteration`` (the steps done so far) and build the exception to raise."""
-        folder = self.save_checkpoint(iteration)
-        writer.close()
-        return TrainingInterrupted(iteration, folder)
+        try:
+            folder = self.save_checkpoint(iteration)
+        finally:
+            writer.close()
+        return TrainingInterrupted(iteration, folder, self.stop.signum)
 
     # ------------------------------------------------------------------ loop
     def train(self, stop_at: int | None = None) -> dict[str, Any]:
@@ -322,8 +383,10 @@ class Trainer:
 
         ``stop_at`` ends this call early at that iteration with a checkpoint (as a preempted
         job would); ``Trainer(..., resume=True).train()`` then finishes the run. Ctrl-C
-        (SIGINT) does the same after the current step (or within one image of an evaluation)
-        and raises :class:`TrainingInterrupted`; a second Ctrl-C aborts at once.
+        (SIGINT) or SIGTERM does the same after the current step (or within one image of an
+        evaluation) and raises :class:`TrainingInterrupted`; a second signal aborts at once,
+        except within a second of the first (the same Ctrl-C delivered twice) and while a
+        checkpoint is written (it is finished first). See :class:`_StopFlag`.
         """
         with self.stop:
             return self._train(stop_at)
@@ -418,11 +481,13 @@ class Trainer:
                 "stopped": True,
             }
         if self.is_main:
-            save_weights(self.model, self.run_dir / FINAL_WEIGHTS, {"iteration": str(it)})
+            with self.stop.shielded():
+                save_weights(self.model, self.run_dir / FINAL_WEIGHTS, {"iteration": str(it)})
         final = self._evaluate(it, writer) if self.eval_set is not None else None
         writer.close()
         if self._stop_requested():  # in the final evaluation: weights and checkpoint are written
-            raise TrainingInterrupted(it, self.checkpoints.last() if self.is_main else None)
+            folder = self.checkpoints.last() if self.is_main else None
+            raise TrainingInterrupted(it, folder, self.stop.signum)
         if self.is_main:
             plot_loss_curve(writer.path, self.run_dir / CURVE_FILE)
         dist_utils.barrier()

@@ -33,7 +33,9 @@ TOY_SIZE = 240
 20-minute run: mask AP 5.4 vs 2.5, GPSm AP 1.3 vs 0.3, box AP level (32.3 vs 31.9), with 17 %
 fewer steps in the same time (3539 vs 4252)."""
 
-#: Spec overrides applied to ``mobile_parsing_rcnn_b`` for CPU training on toy data.
+#: Spec overrides applied to ``mobile_parsing_rcnn_b`` for CPU training on toy data. For
+#: another spec only those whose key its components have apply (:func:`applicable_overrides`):
+#: a third-party backbone may have no ``pretrained`` or ``norm`` option.
 TOY_CPU_SPEC_OVERRIDES: list[str] = [
     "backbone.pretrained=false",
     "backbone.norm=bn",
@@ -61,6 +63,22 @@ TOY_CPU_TRAIN_OPTIONS: dict[str, Any] = {
     "clip_grad_norm": 10.0,
     "log_period": 5,
 }
+
+
+def applicable_overrides(spec: dict[str, Any], overrides: list[str]) -> tuple[list[str], list[str]]:
+    """Split ``dotted.key=value`` overrides into those whose key ``spec`` (a spec dict with
+    every option filled in, ``DetectorSpec.to_dict()``) has and those it lacks."""
+    kept: list[str] = []
+    skipped: list[str] = []
+    for text in overrides:
+        node: Any = spec
+        for part in text.split("=", 1)[0].strip().split("."):
+            node = node.get(part, _MISSING) if isinstance(node, dict) else _MISSING
+        (skipped if node is _MISSING else kept).append(text)
+    return kept, skipped
+
+
+_MISSING = object()
 
 
 def cpu_threads() -> int:
