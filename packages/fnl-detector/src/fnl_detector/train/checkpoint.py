@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from fnl_core.files import atomic_write_bytes
+from fnl_core.files import atomic_write_bytes, fsync_dir
 from fnl_detector.weights import FORMAT, CheckpointError, restore_weights, save_weights
 
 WEIGHTS_FILE = "model.safetensors"
@@ -124,20 +124,6 @@ def _replace_dir(tmp: Path, folder: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
         os.replace(folder, old)
     os.replace(tmp, folder)
-    _sync_dir(folder.parent)
+    fsync_dir(folder.parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
-
-
-def _sync_dir(directory: Path) -> None:
-    """Flush a rename in ``directory`` to disk (where directories can be opened)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # Windows
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
