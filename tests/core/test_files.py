@@ -29,7 +29,7 @@ def test_an_error_keeps_the_old_file_and_removes_the_temporary(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["weights.bin"]
 
 
-@pytest.mark.parametrize("umask", [0o022, 0o077])
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
 def test_the_mode_is_what_open_would_give(tmp_path, umask):
     old = os.umask(umask)
     try:

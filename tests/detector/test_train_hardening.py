@@ -12,7 +12,6 @@ import pytest
 import torch
 from train_fakes import FakeDataset, FakeDetector, tiny_config
 
-from fnl_core.files import atomic_write_bytes
 from fnl_detector.train.checkpoint import CheckpointDir, CheckpointError
 from fnl_detector.train.config import TrainConfig
 from fnl_detector.train.evaluate import evaluate_model
@@ -212,16 +211,6 @@ def test_evaluation_stops_before_the_next_image():
         evaluator=object(), should_stop=lambda: True,
     )  # fmt: skip
     assert out is None and data.calls == 0
-
-
-@pytest.mark.parametrize("umask", [0o022, 0o002])
-def test_atomic_writes_follow_the_umask(tmp_path, umask):
-    old = os.umask(umask)
-    try:
-        atomic_write_bytes(tmp_path / "w.bin", b"x")
-    finally:
-        os.umask(old)
-    assert stat.S_IMODE((tmp_path / "w.bin").stat().st_mode) == 0o666 & ~umask
 
 
 def test_checkpoint_files_are_not_private(tmp_path):
