@@ -162,7 +162,7 @@ def _run(args: argparse.Namespace) -> int:
     quantizer = config.build()
     model = load_model(spec, resolved.weights)
     samples = _samples(args.data, args.data_options)
-    first = samples[(0, False)][0].float()
+    first = samples[(0, False, 0)][0].float()  # (index, flip, size index)
     progress("quantize", f"preparing {args.method} (observers, fake-quant modules)...")
     prepared = quantizer.prepare(model, ([first],))
     if hasattr(quantizer, "fit"):
@@ -172,7 +172,7 @@ def _run(args: argparse.Namespace) -> int:
     else:
         n = min(len(samples), quantizer.num_calibration_images)
         progress("quantize", f"calibrating on {n} images...")
-        quantizer.calibrate(prepared, [([samples[(i, False)][0].float()],) for i in range(n)])
+        quantizer.calibrate(prepared, [([samples[(i, False, 0)][0].float()],) for i in range(n)])
         trained = {"calibration_images": n}
     progress("quantize", "converting to int8...")
     int8 = quantizer.convert(prepared)
