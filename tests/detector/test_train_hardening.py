@@ -268,3 +268,26 @@ def test_resume_with_another_model_shape_fails_in_one_line(tmp_path):
     expected = r"2 tensor\(s\) of another shape, e.g. fc.weight \(4, 8\) in the file"
     with pytest.raises(CheckpointError, match=expected):
         _trainer(run, model=other, resume=True)
+
+
+class _RecordsDeterminism(FakeDetector):
+    """Notes whether torch's deterministic kernels are on during each training forward."""
+
+    seen: list[bool]
+
+    def forward(self, images, targets=None):
+        if self.training:
+            self.seen.append(torch.are_deterministic_algorithms_enabled())
+        return super().forward(images, targets)
+
+
+def test_cpu_training_runs_deterministic_kernels_and_restores_the_setting(tmp_path):
+    """CPU kernels that add with atomics (index_put_ with accumulate, the DensePose point
+    sampling's backward) made same-seed runs part on a busy machine; training on CPU turns
+    torch's deterministic kernels on, and leaves the caller's setting as it was."""
+    model = _RecordsDeterminism()
+    model.seen = []
+    assert not torch.are_deterministic_algorithms_enabled()
+    _trainer(tmp_path / "run", model=model).train()
+    assert model.seen and all(model.seen)
+    assert not torch.are_deterministic_algorithms_enabled()

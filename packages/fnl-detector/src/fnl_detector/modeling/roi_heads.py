@@ -18,13 +18,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.models.detection._utils import BalancedPositiveNegativeSampler, BoxCoder, Matcher
+from torchvision.models.detection._utils import BoxCoder, Matcher
 from torchvision.ops import box_iou
 
 from fnl_detector.modeling.boxes import clip_boxes
 from fnl_detector.modeling.densepose_targets import build_densepose_targets
 from fnl_detector.modeling.parallel import batched_nms_by_group
 from fnl_detector.modeling.poolers import RoIPooler
+from fnl_detector.modeling.sampling import BalancedSampler
 from fnl_detector.spec import DEFAULT_SCALE_CLAMP
 
 
@@ -88,7 +89,8 @@ class RoIHeads(nn.Module):
         self.num_classes = box_predictor.num_classes
         self.box_coder = BoxCoder(tuple(bbox_reg_weights), DEFAULT_SCALE_CLAMP)
         self.matcher = Matcher(iou_threshold, iou_threshold, allow_low_quality_matches=False)
-        self.sampler = BalancedPositiveNegativeSampler(batch_size_per_image, positive_fraction)
+        #: Picks the proposals each image trains on (replaceable, see ``modeling.sampling``).
+        self.sampler = BalancedSampler(batch_size_per_image, positive_fraction)
         self.proposal_append_gt = proposal_append_gt
         self.densepose_iou_threshold = densepose_iou_threshold
         self.score_thresh = score_thresh
@@ -193,7 +195,6 @@ class RoIHeads(nn.Module):
         """Per image: sampled ``proposals``, ``gt_classes`` (K = background), ``matched_idxs``
         (index of the matched GT, -1 for background) and ``ious`` with the matched GT."""
         out = []
-        labels_list, per_image = [], []
         for props, t in zip(proposals, targets):
             gt = t["boxes"]
             if self.proposal_append_gt:
@@ -208,17 +209,14 @@ class RoIHeads(nn.Module):
                 matched_vals = props.new_zeros(len(props))
                 matched = torch.full((len(props),), -1, dtype=torch.int64, device=props.device)
                 classes = torch.full_like(matched, self.num_classes)
-            labels_list.append((classes != self.num_classes).to(torch.int64))
-            per_image.append((props, classes, matched, matched_vals))
-        pos_masks, neg_masks = self.sampler(labels_list)
-        for (props, classes, matched, vals), pos, neg in zip(per_image, pos_masks, neg_masks):
-            idx = torch.cat([pos.nonzero().flatten(), neg.nonzero().flatten()])
+            pos, neg = self.sampler(classes, bg_label=self.num_classes, candidates=props)
+            idx = torch.cat([pos, neg])
             out.append(
                 {
                     "proposals": props[idx],
                     "gt_classes": classes[idx],
                     "matched_idxs": matched[idx],
-                    "ious": vals[idx],
+                    "ious": matched_vals[idx],
                 }
             )
         return out
@@ -230,17 +228,11 @@ class RoIHeads(nn.Module):
         class_logits: Tensor,
         box_deltas: Tensor,
     ) -> dict[str, Tensor]:
+        """Cross-entropy averaged over the sampled RoIs; L1 on the foreground RoIs' deltas of
+        their class, divided by the number of sampled RoIs (the reference's normalisation)."""
         gt_classes = torch.cat([s["gt_classes"] for s in samples])
         loss_cls = F.cross_entropy(class_logits, gt_classes, reduction="mean")
-        with torch.no_grad():
-            reg_targets = []
-            for s, t in zip(samples, targets):
-                if t["boxes"].numel():
-                    gt = t["boxes"][s["matched_idxs"].clamp(min=0)]
-                else:
-                    gt = s["proposals"]
-                reg_targets.append(self.box_coder.encode_single(gt, s["proposals"]))
-            reg_targets = torch.cat(reg_targets)
+        reg_targets = self.box_regression_targets(samples, targets)
         fg = ((gt_classes >= 0) & (gt_classes < self.num_classes)).nonzero().flatten()
         if box_deltas.shape[1] == 4:  # class-agnostic
             cols = torch.arange(4, device=box_deltas.device)
@@ -253,6 +245,19 @@ class RoIHeads(nn.Module):
             "loss_box_cls": loss_cls,
             "loss_box_reg": loss_reg / max(gt_classes.numel(), 1),
         }
+
+    @torch.no_grad()
+    def box_regression_targets(
+        self, samples: Sequence[dict[str, Tensor]], targets: Sequence[dict[str, Any]]
+    ) -> Tensor:
+        """Deltas from each sampled RoI to its matched GT box, all images' RoIs in order."""
+        out = []
+        for s, t in zip(samples, targets):
+            gt = (
+                t["boxes"][s["matched_idxs"].clamp(min=0)] if t["boxes"].numel() else s["proposals"]
+            )
+            out.append(self.box_coder.encode_single(gt, s["proposals"]))
+        return torch.cat(out)
 
     def densepose_losses(
         self,

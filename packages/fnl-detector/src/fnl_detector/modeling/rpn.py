@@ -15,12 +15,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.models.detection._utils import BalancedPositiveNegativeSampler, BoxCoder, Matcher
+from torchvision.models.detection._utils import BoxCoder, Matcher
 from torchvision.ops import box_iou
 
 from fnl_detector.modeling.anchors import AnchorGenerator
 from fnl_detector.modeling.boxes import clip_boxes, top_k
 from fnl_detector.modeling.parallel import batched_nms_by_group
+from fnl_detector.modeling.sampling import BalancedSampler
 from fnl_detector.spec import DEFAULT_SCALE_CLAMP
 
 
@@ -66,7 +67,8 @@ class RPN(nn.Module):
         self.batch_size_per_image = batch_size_per_image
         self.box_coder = BoxCoder(tuple(bbox_reg_weights), DEFAULT_SCALE_CLAMP)
         self.matcher = Matcher(fg_iou_thresh, bg_iou_thresh, allow_low_quality_matches=True)
-        self.sampler = BalancedPositiveNegativeSampler(batch_size_per_image, positive_fraction)
+        #: Picks the anchors each image trains on (replaceable, see ``modeling.sampling``).
+        self.sampler = BalancedSampler(batch_size_per_image, positive_fraction)
 
     def _mode(self) -> str:
         return "train" if self.training else "test"
@@ -142,25 +144,39 @@ class RPN(nn.Module):
             )
         return proposals, scores, losses
 
+    @torch.no_grad()
+    def label_anchors(
+        self, anchors: Tensor, targets: Sequence[dict[str, Any]]
+    ) -> tuple[list[Tensor], list[Tensor]]:
+        """Per image: each anchor's label after matching (1 object, 0 background, -1 ignored)
+        and its regression target to the matched GT box (zeros where the image has none)."""
+        labels, regression = [], []
+        for t in targets:
+            gt = t["boxes"]
+            if gt.numel() == 0:
+                labels.append(torch.zeros(anchors.shape[0], device=anchors.device))
+                regression.append(torch.zeros_like(anchors))
+                continue
+            matched = self.matcher(box_iou(gt, anchors))
+            lab = (matched >= 0).to(torch.float32)
+            lab[matched == Matcher.BETWEEN_THRESHOLDS] = -1.0
+            labels.append(lab)
+            regression.append(self.box_coder.encode_single(gt[matched.clamp(min=0)], anchors))
+        return labels, regression
+
     def losses(
         self, anchors: Tensor, logits: Tensor, deltas: Tensor, targets: Sequence[dict[str, Any]]
     ) -> dict[str, Tensor]:
-        labels, regression = [], []
-        with torch.no_grad():
-            for t in targets:
-                gt = t["boxes"]
-                if gt.numel() == 0:
-                    labels.append(torch.zeros(anchors.shape[0], device=anchors.device))
-                    regression.append(torch.zeros_like(anchors))
-                    continue
-                matched = self.matcher(box_iou(gt, anchors))
-                lab = (matched >= 0).to(torch.float32)
-                lab[matched == Matcher.BETWEEN_THRESHOLDS] = -1.0
-                labels.append(lab)
-                regression.append(self.box_coder.encode_single(gt[matched.clamp(min=0)], anchors))
-            pos_masks, neg_masks = self.sampler(labels)
-        pos = torch.cat(pos_masks).bool()
-        sampled = pos | torch.cat(neg_masks).bool()
+        """BCE on the sampled anchors' logits and L1 on the positives' deltas, both divided by
+        (#images x batch size per image), as the reference normalises them."""
+        labels, regression = self.label_anchors(anchors, targets)
+        pos_masks, neg_masks = [], []
+        for lab in labels:
+            pos_idx, neg_idx = self.sampler(lab, bg_label=0, candidates=anchors)
+            pos_masks.append(torch.zeros_like(lab, dtype=torch.bool).index_fill_(0, pos_idx, True))
+            neg_masks.append(torch.zeros_like(lab, dtype=torch.bool).index_fill_(0, neg_idx, True))
+        pos = torch.cat(pos_masks)
+        sampled = pos | torch.cat(neg_masks)
         flat_logits = logits.reshape(-1)
         flat_labels = torch.cat(labels)
         normalizer = float(self.batch_size_per_image * len(targets))

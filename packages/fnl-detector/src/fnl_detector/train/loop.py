@@ -388,7 +388,7 @@ class Trainer:
         except within a second of the first (the same Ctrl-C delivered twice) and while a
         checkpoint is written (it is finished first). See :class:`_StopFlag`.
         """
-        with self.stop:
+        with self.stop, _deterministic_kernels(self.device):
             return self._train(stop_at)
 
     def _train(self, stop_at: int | None) -> dict[str, Any]:
@@ -634,6 +634,30 @@ class Trainer:
             (self.run_dir / EVAL_FILE).write_text(json.dumps(out, indent=2))
         dist_utils.barrier()
         return result
+
+
+@contextmanager
+def _deterministic_kernels(device: torch.device) -> Iterator[None]:
+    """On CPU, torch's deterministic kernels while training.
+
+    Some CPU kernels add floats with atomics from several threads, in an order that depends on
+    how the threads are scheduled: the backward of advanced indexing (``index_put_`` with
+    ``accumulate=True``, which the DensePose losses' point sampling runs over ~60k values) gave
+    a different gradient in 114 of 199 repeats on a busy 2-core machine, and two same-seed
+    trainings parted after a few steps. With ``torch.use_deterministic_algorithms`` they add
+    in a fixed order (0 of 199). GPUs keep their fast kernels (several have no deterministic
+    version); the previous setting is restored afterwards.
+    """
+    if device.type != "cpu":
+        yield
+        return
+    previous = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous, warn_only=warn_only)
 
 
 def _to_device(target: dict[str, Any], device: torch.device) -> dict[str, Any]:
