@@ -162,6 +162,7 @@ class StepRecorder:
                     for i in range(n)
                 ],
                 boxes=[torch.from_numpy(ref[f"roi_{i}_sampled_boxes"]) for i in range(n)],
+                box_tol=float("inf"),  # how far FnL's nearest candidates are is a check below
             ),
             "roi_candidate_labels",
         )
@@ -192,18 +193,20 @@ class StepRecorder:
         setattr(obj, name, wrapper)
 
     def _inject_sampled_boxes(self, roi: Any, boxes: list[np.ndarray]) -> None:
-        """The sampled RoIs take the recorded coordinates: the sampler found them among FnL's
-        candidates, whose coordinates differ by rounding (kept under ``sample_proposals``)."""
+        """The box and DensePose branches get the recorded RoIs, labelled by FnL's own
+        ``label_proposals``: FnL's sample (the nearest candidates to the recorded boxes, kept
+        under ``sample_proposals`` and compared) can differ by rounding, or by a near-tie in
+        top-k/NMS, which must not hide how the later stages compare."""
         import torch
 
         original = roi.sample_proposals
 
-        def sample_proposals(*args: Any, **kwargs: Any) -> Any:
-            samples = original(*args, **kwargs)
-            self.seen["sample_proposals"] = [dict(s) for s in samples]
-            for s, recorded in zip(samples, boxes):
-                s["proposals"] = torch.from_numpy(recorded).to(s["proposals"])
-            return samples
+        def sample_proposals(proposals: Any, targets: Any) -> Any:
+            self.seen["sample_proposals"] = original(proposals, targets)
+            return [
+                roi.label_proposals(torch.from_numpy(recorded).to(p), t)
+                for recorded, p, t in zip(boxes, proposals, targets)
+            ]
 
         roi.sample_proposals = sample_proposals
 

@@ -196,30 +196,38 @@ class RoIHeads(nn.Module):
         (index of the matched GT, -1 for background) and ``ious`` with the matched GT."""
         out = []
         for props, t in zip(proposals, targets):
-            gt = t["boxes"]
             if self.proposal_append_gt:
-                props = torch.cat([props, gt.to(props.dtype)])
-            if gt.numel():
-                iou = box_iou(gt, props)
-                matched_vals, _ = iou.max(dim=0)
-                matched = self.matcher(iou)
-                classes = t["labels"][matched.clamp(min=0)] - 1
-                classes[matched < 0] = self.num_classes
-            else:
-                matched_vals = props.new_zeros(len(props))
-                matched = torch.full((len(props),), -1, dtype=torch.int64, device=props.device)
-                classes = torch.full_like(matched, self.num_classes)
-            pos, neg = self.sampler(classes, bg_label=self.num_classes, candidates=props)
-            idx = torch.cat([pos, neg])
-            out.append(
-                {
-                    "proposals": props[idx],
-                    "gt_classes": classes[idx],
-                    "matched_idxs": matched[idx],
-                    "ious": matched_vals[idx],
-                }
+                props = torch.cat([props, t["boxes"].to(props.dtype)])
+            labels = self.label_proposals(props, t)
+            pos, neg = self.sampler(
+                labels["gt_classes"], bg_label=self.num_classes, candidates=props
             )
+            idx = torch.cat([pos, neg])
+            out.append({k: v[idx] for k, v in labels.items()})
         return out
+
+    @torch.no_grad()
+    def label_proposals(self, proposals: Tensor, target: dict[str, Any]) -> dict[str, Tensor]:
+        """Match one image's ``proposals`` to its GT boxes: ``proposals``, ``gt_classes``
+        (0-based class, K = background), ``matched_idxs`` (-1 for background) and ``ious``
+        (with the best GT box)."""
+        gt = target["boxes"]
+        if gt.numel():
+            iou = box_iou(gt, proposals)
+            ious, _ = iou.max(dim=0)
+            matched = self.matcher(iou)
+            classes = target["labels"][matched.clamp(min=0)] - 1
+            classes[matched < 0] = self.num_classes
+        else:
+            ious = proposals.new_zeros(len(proposals))
+            matched = torch.full((len(proposals),), -1, dtype=torch.int64, device=proposals.device)
+            classes = torch.full_like(matched, self.num_classes)
+        return {
+            "proposals": proposals,
+            "gt_classes": classes,
+            "matched_idxs": matched,
+            "ious": ious,
+        }
 
     def box_losses(
         self,
