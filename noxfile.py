@@ -36,8 +36,17 @@ def _all_packages() -> list[str]:
     return [str(ROOT / "packages" / f"fnl-{p}") for p in PACKAGES]
 
 
+def _cache_bytecode(session: nox.Session) -> None:
+    """Let the session's processes write .pyc files, inside its venv: where
+    PYTHONDONTWRITEBYTECODE is set (CI), every process importing torch or timm would otherwise
+    compile them from source again (seconds each; several processes per session)."""
+    session.env["PYTHONDONTWRITEBYTECODE"] = ""  # empty = unset for Python
+    session.env["PYTHONPYCACHEPREFIX"] = str(Path(session.virtualenv.location) / "pycache")
+
+
 @nox.session
 def tests(session: nox.Session) -> None:
+    _cache_bytecode(session)
     session.install(*_all_packages(), *TEST_TOOLS, *EXTRA_TOOLS)
     session.run("pytest", *session.posargs)
 
@@ -46,6 +55,7 @@ def tests(session: nox.Session) -> None:
 @nox.parametrize("package", PACKAGES)
 def isolated(session: nox.Session, package: str) -> None:
     """Only fnl-core (the one allowed dependency) plus the package under test."""
+    _cache_bytecode(session)
     to_install = {str(ROOT / "packages" / "fnl-core"), str(ROOT / "packages" / f"fnl-{package}")}
     session.install(*sorted(to_install), *TEST_TOOLS, *TEST_EXTRAS.get(package, []))
     tests_dir = ROOT / "tests" / package
@@ -57,6 +67,7 @@ def isolated(session: nox.Session, package: str) -> None:
 @nox.session
 def runtime(session: nox.Session) -> None:
     """fnl-core + fnl-runtime alone (no torch importable), running fnl-runtime's tests."""
+    _cache_bytecode(session)
     session.install(
         str(ROOT / "packages" / "fnl-core"),
         f"{ROOT / 'packages' / 'fnl-runtime'}[video]",
@@ -78,6 +89,7 @@ def runtime(session: nox.Session) -> None:
 @nox.session
 def plugin(session: nox.Session) -> None:
     """Install the published packages, then the example plugin; check both states."""
+    _cache_bytecode(session)
     session.install(*_all_packages(), *TEST_TOOLS)
     check = str(ROOT / "examples" / "fnl-plugin-example" / "check_plugin.py")
     session.run("python", check, "--expect", "absent")
@@ -108,6 +120,7 @@ def plugin(session: nox.Session) -> None:
 def optional(session: nox.Session) -> None:
     """Without fnl-quant, fnl-eval, onnx and onnxruntime installed, the commands that need them
     stop at once with one line naming the extra to install."""
+    _cache_bytecode(session)
     needed = ["core", "backbones", "necks", "heads", "data", "detector"]
     session.install(*(str(ROOT / "packages" / f"fnl-{p}") for p in needed))
     tmp = Path(session.create_tmp())
@@ -129,6 +142,7 @@ def optional(session: nox.Session) -> None:
 
 @nox.session
 def slow(session: nox.Session) -> None:
+    _cache_bytecode(session)
     session.install(*_all_packages(), *TEST_TOOLS, *EXTRA_TOOLS)
     session.run("pytest", "-m", "slow", *session.posargs)
 
@@ -142,6 +156,7 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def benchmarks(session: nox.Session) -> None:
+    _cache_bytecode(session)
     session.install(*_all_packages(), *EXTRA_TOOLS)
     for script in sorted((ROOT / "benchmarks").glob("bench_*.py")):
         session.run("python", str(script), *session.posargs)

@@ -1,153 +1,32 @@
 """Tiny in-process components registered through the plugin path (``registry.registered``).
 
-They make the detector tests independent of the zoo packages and double as a test that any
-registered component (not only the built-ins) plugs into the detector.
+They make the detector tests independent of the zoo packages (an isolated fnl-detector has none
+of fnl-backbones, fnl-necks, fnl-heads) and double as a test that any registered component (not
+only the built-ins) plugs into the detector.
+
+This module imports no torch (the configs' ``build`` imports :mod:`detector_standin_nets`), so
+a fresh interpreter can register the stand-ins and still check that a command reports spec
+errors before importing torch: see :func:`fnl_fresh`.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import json
+import subprocess
+import sys
 from contextlib import ExitStack, contextmanager
-from typing import Any, Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
-import torch.nn.functional as F
 from pydantic import Field
-from torch import Tensor, nn
 
 from fnl_core import groups, registry
 from fnl_core.spec import ComponentConfig, ShapeSpec
 
-
-class TinyBackbone(nn.Module):
-    def __init__(self, width: int) -> None:
-        super().__init__()
-        chans = [3, width, width, 2 * width, 2 * width, 4 * width]
-        self.convs = nn.ModuleList(
-            nn.Conv2d(chans[k], chans[k + 1], 3, stride=2, padding=1) for k in range(5)
-        )
-        self.bn = nn.BatchNorm2d(width)
-
-    def output_shape(self) -> dict[str, ShapeSpec]:
-        w = self.convs[0].out_channels
-        return {
-            "c2": ShapeSpec(w, 4),
-            "c3": ShapeSpec(2 * w, 8),
-            "c4": ShapeSpec(2 * w, 16),
-            "c5": ShapeSpec(4 * w, 32),
-        }
-
-    def forward(self, x: Tensor) -> dict[str, Tensor]:
-        out = {}
-        x = F.relu(self.bn(self.convs[0](x)))
-        for k, conv in enumerate(self.convs[1:], start=2):
-            x = F.relu(conv(x))
-            out[f"c{k}"] = x
-        return out
-
-
-class TinyNeck(nn.Module):
-    size_divisibility = 32
-
-    def __init__(self, input_shape: dict[str, ShapeSpec], channels: int) -> None:
-        super().__init__()
-        self.names = list(input_shape)
-        self.lateral = nn.ModuleList(
-            nn.Conv2d(s.channels, channels, 1) for s in input_shape.values()
-        )
-        self.channels = channels
-
-    def output_shape(self) -> dict[str, ShapeSpec]:
-        return {f"p{k}": ShapeSpec(self.channels, 2**k) for k in range(2, 7)}
-
-    def forward(self, feats: dict[str, Tensor]) -> dict[str, Tensor]:
-        outs = [lat(feats[n]) for n, lat in zip(self.names, self.lateral)]
-        for k in range(len(outs) - 2, -1, -1):
-            outs[k] = outs[k] + F.interpolate(outs[k + 1], size=outs[k].shape[-2:])
-        outs.append(F.max_pool2d(outs[-1], 1, 2))
-        return {f"p{k + 2}": o for k, o in enumerate(outs)}
-
-
-class TinyRPNHead(nn.Module):
-    def __init__(self, in_channels: int, num_anchors: int) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(in_channels, in_channels, 3, padding=1)
-        self.objectness_logits = nn.Conv2d(in_channels, num_anchors, 1)
-        self.anchor_deltas = nn.Conv2d(in_channels, 4 * num_anchors, 1)
-        for m in (self.objectness_logits, self.anchor_deltas):
-            nn.init.normal_(m.weight, std=0.01)
-            nn.init.zeros_(m.bias)
-
-    def forward(self, feats: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
-        hs = [F.relu(self.conv(f)) for f in feats]
-        return [self.objectness_logits(h) for h in hs], [self.anchor_deltas(h) for h in hs]
-
-
-class TinyBoxHead(nn.Module):
-    def __init__(self, in_channels: int, resolution: int, dim: int) -> None:
-        super().__init__()
-        self.fc = nn.Linear(in_channels * resolution**2, dim)
-        self.out_features = dim
-
-    def forward(self, x: Tensor) -> Tensor:
-        return F.relu(self.fc(x.flatten(1)))
-
-
-class TinyDPHead(nn.Module):
-    def __init__(self, in_channels: int, channels: int) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(in_channels, channels, 3, padding=1)
-        self.out_channels = channels
-
-    def forward(self, x: Tensor) -> Tensor:
-        return F.relu(self.conv(x))
-
-
-class TinyPredictor(nn.Module):
-    def __init__(self, in_channels: int, heatmap_size: int) -> None:
-        super().__init__()
-        self.size = heatmap_size
-        self.heads = nn.ModuleDict(
-            {
-                k: nn.Conv2d(in_channels, c, 1)
-                for k, c in (("coarse_segm", 15), ("fine_segm", 25), ("u", 25), ("v", 25))
-            }
-        )
-
-    def forward(self, x: Tensor) -> dict[str, Tensor]:
-        return {
-            k: F.interpolate(h(x), size=(self.size, self.size), mode="bilinear")
-            for k, h in self.heads.items()
-        }
-
-
-class TinyLoss:
-    """Point losses at the nearest heatmap cell of each point, coarse CE on ``masks``."""
-
-    def __init__(self, heatmap_size: int) -> None:
-        self.size = heatmap_size
-        self.calls: list[Any] = []
-
-    def __call__(self, outputs: dict[str, Tensor], targets: Any) -> dict[str, Tensor]:
-        self.calls.append(targets)
-        s = self.size
-        n = targets.point_roi
-        gx = targets.gt_boxes[n, 0] + targets.point_xy[:, 0] / 256 * (
-            targets.gt_boxes[n, 2] - targets.gt_boxes[n, 0]
-        )
-        gy = targets.gt_boxes[n, 1] + targets.point_xy[:, 1] / 256 * (
-            targets.gt_boxes[n, 3] - targets.gt_boxes[n, 1]
-        )
-        p = targets.proposals[n]
-        j = ((gx - p[:, 0]) / (p[:, 2] - p[:, 0]) * s).long().clamp(0, s - 1)
-        i = ((gy - p[:, 1]) / (p[:, 3] - p[:, 1]) * s).long().clamp(0, s - 1)
-        fine = outputs["fine_segm"][n, :, i, j]
-        ch = targets.point_i
-        coarse_t = F.interpolate(targets.masks[:, None].float(), size=(s, s)).long()[:, 0]
-        return {
-            "loss_densepose_I": F.cross_entropy(fine, ch),
-            "loss_densepose_U": (outputs["u"][n, ch, i, j] - targets.point_u).abs().sum() * 0.1,
-            "loss_densepose_V": (outputs["v"][n, ch, i, j] - targets.point_v).abs().sum() * 0.1,
-            "loss_densepose_S": F.cross_entropy(outputs["coarse_segm"], coarse_t),
-        }
+if TYPE_CHECKING:
+    from detector_standin_nets import TinyLoss
+    from torch import nn
 
 
 class TinyBackboneConfig(ComponentConfig):
@@ -155,6 +34,8 @@ class TinyBackboneConfig(ComponentConfig):
     width: int = Field(8, gt=0)
 
     def build(self) -> nn.Module:
+        from detector_standin_nets import TinyBackbone
+
         return TinyBackbone(self.width)
 
 
@@ -163,6 +44,8 @@ class TinyNeckConfig(ComponentConfig):
     channels: int = Field(16, gt=0)
 
     def build(self, input_shape: dict[str, ShapeSpec]) -> nn.Module:
+        from detector_standin_nets import TinyNeck
+
         return TinyNeck(input_shape, self.channels)
 
 
@@ -170,6 +53,8 @@ class TinyRPNConfig(ComponentConfig):
     type: Literal["tiny_rpn"] = "tiny_rpn"
 
     def build(self, in_channels: int, num_anchors: int) -> nn.Module:
+        from detector_standin_nets import TinyRPNHead
+
         return TinyRPNHead(in_channels, num_anchors)
 
 
@@ -178,6 +63,8 @@ class TinyBoxHeadConfig(ComponentConfig):
     dim: int = Field(32, gt=0)
 
     def build(self, in_channels: int, resolution: int) -> nn.Module:
+        from detector_standin_nets import TinyBoxHead
+
         return TinyBoxHead(in_channels, resolution, self.dim)
 
 
@@ -186,6 +73,8 @@ class TinyDPHeadConfig(ComponentConfig):
     channels: int = Field(16, gt=0)
 
     def build(self, in_channels: int) -> nn.Module:
+        from detector_standin_nets import TinyDPHead
+
         return TinyDPHead(in_channels, self.channels)
 
 
@@ -193,6 +82,8 @@ class TinyPredictorConfig(ComponentConfig):
     type: Literal["tiny_chart"] = "tiny_chart"
 
     def build(self, in_channels: int, heatmap_size: int) -> nn.Module:
+        from detector_standin_nets import TinyPredictor
+
         return TinyPredictor(in_channels, heatmap_size)
 
 
@@ -200,6 +91,8 @@ class TinyLossConfig(ComponentConfig):
     type: Literal["tiny_loss"] = "tiny_loss"
 
     def build(self, heatmap_size: int) -> TinyLoss:
+        from detector_standin_nets import TinyLoss
+
         return TinyLoss(heatmap_size)
 
 
@@ -254,3 +147,54 @@ def standins():
         for group, name, cls in STANDINS:
             stack.enter_context(registry.registered(group, name, cls))
         yield
+
+
+def write_tiny_spec(path: Path, **overrides: Any) -> str:
+    """:func:`tiny_spec` saved as a JSON spec file (what the CLI takes instead of a preset)."""
+    path.write_text(json.dumps(tiny_spec(**overrides), indent=2))
+    return str(path)
+
+
+ZOO = {"fnl_backbones": "fnl-backbones", "fnl_necks": "fnl-necks", "fnl_heads": "fnl-heads"}
+
+
+def missing_zoo() -> list[str]:
+    """The zoo distributions that the presets (``mobile_parsing_rcnn_b``...) need and that are not
+    installed (all three in the isolated fnl-detector test venv)."""
+    return [dist for module, dist in ZOO.items() if importlib.util.find_spec(module) is None]
+
+
+def register_standins() -> None:
+    """Register every stand-in for the rest of this process (a fresh interpreter's)."""
+    for group, name, cls in STANDINS:
+        registry.register(group, name, cls)
+
+
+def fnl_fresh(
+    args: list[str], *, standins: bool, modules: tuple[str, ...] = ("torch", "timm")
+) -> tuple[int, str, list[str]]:
+    """``fnl ARGS`` in a fresh interpreter; (exit code, stderr, which of ``modules`` it had
+    imported when the command returned).
+
+    In-process registrations do not reach a child process: with ``standins`` the child registers
+    them (importing no torch) before running the command.
+    """
+    prelude = (
+        f"sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})\n"
+        "from detector_standins import register_standins\n"
+        "register_standins()\n"
+    )
+    code = (
+        "import sys\n"
+        f"{prelude if standins else ''}"
+        "from fnl_core.cli import main\n"
+        f"rc = main({args!r})\n"
+        f"print('imported:', *(m for m in {modules!r} if m in sys.modules))\n"
+        "sys.exit(rc)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    lines = done.stdout.strip().splitlines()
+    if not lines or not lines[-1].startswith("imported:"):
+        raise AssertionError(f"fnl {' '.join(args)} did not return (rc {done.returncode}):\n"
+                             f"{done.stdout}\n{done.stderr}")  # fmt: skip
+    return done.returncode, done.stderr, lines[-1].split()[1:]

@@ -10,6 +10,7 @@ import sys
 
 import pytest
 import torch
+from detector_standins import fnl_fresh, missing_zoo, write_tiny_spec
 
 from fnl_core.cli import main as fnl
 from fnl_detector.commands.train import EXIT_INTERRUPTED, choose_recipe
@@ -49,24 +50,22 @@ def test_nonsense_numbers_are_rejected(tmp_path, capsys, option, value, expected
     assert f"argument {option}: {expected}" in capsys.readouterr().err
 
 
-def _fnl_without_torch(args: list[str]) -> tuple[int, str, bool]:
-    """Run ``fnl ARGS`` in a fresh interpreter; (exit code, stderr, torch imported?)."""
-    code = (
-        "import sys\n"
-        "from fnl_core.cli import main\n"
-        f"rc = main({args!r})\n"
-        "print('torch' in sys.modules, 'timm' in sys.modules)\n"
-        "sys.exit(rc)\n"
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    return done.returncode, done.stderr, done.stdout.strip() != "False False"
+def _fnl_without_torch(args: list[str], standins: bool = False) -> tuple[int, str, bool]:
+    """Run ``fnl ARGS`` in a fresh interpreter (with the stand-ins registered when asked);
+    (exit code, stderr, torch or timm imported?)."""
+    rc, err, imported = fnl_fresh(args, standins=standins)
+    return rc, err, bool(imported)
 
 
-def test_spec_typo_is_reported_before_torch_is_imported(tmp_path):
-    args = ["train", "mobile_parsing_rcnn_b", "--data", "toy", "--out", str(tmp_path / "r"),
+@pytest.mark.parametrize("kind", ["stand-ins", "preset"])
+def test_spec_typo_is_reported_before_torch_is_imported(tmp_path, kind):
+    if kind == "preset" and (missing := missing_zoo()):
+        pytest.skip(f"the mobile_parsing_rcnn_b preset needs {', '.join(missing)} (not installed)")
+    spec = "mobile_parsing_rcnn_b" if kind == "preset" else write_tiny_spec(tmp_path / "t.json")
+    args = ["train", spec, "--data", "toy", "--out", str(tmp_path / "r"),
             "--set", "backbone.nrom=bn"]  # fmt: skip
-    rc, err, imported = _fnl_without_torch(args)
-    assert rc == 2 and "backbone.nrom" in err and not imported
+    rc, err, imported = _fnl_without_torch(args, standins=kind == "stand-ins")
+    assert rc == 2 and "backbone.nrom: Extra inputs are not permitted" in err and not imported
 
 
 def test_occupied_out_is_refused_before_torch_is_imported(tmp_path):

@@ -1,5 +1,10 @@
 """Bit-identical CPU training with the real detector: two runs with the same seed, and a run
-interrupted and resumed, end with the same weights (the thread count is pinned and recorded)."""
+interrupted and resumed, end with the same weights (the thread count is pinned and recorded).
+
+The detector (transform, RPN, RoI heads, samplers, DensePose targets) is fnl-detector's own;
+its backbone, neck and heads are the in-process stand-ins on a fake DensePose dataset (what an
+isolated fnl-detector has) and, where fnl-backbones, -necks, -heads and fnl-data are installed,
+the ``mobile_parsing_rcnn_b`` preset's on the toy dataset."""
 
 from __future__ import annotations
 
@@ -7,6 +12,8 @@ import copy
 
 import pytest
 import torch
+from detector_standins import missing_zoo, standins, tiny_spec
+from train_fakes import FakeDataset
 
 from fnl_detector import load_spec
 from fnl_detector.train import TrainConfig, Trainer
@@ -22,18 +29,6 @@ SMALL = [
 ]
 
 
-@pytest.fixture(scope="module")
-def toy_train(tmp_path_factory):
-    pytest.importorskip("fnl_data", reason="needs the toy dataset (fnl-data)")
-    from fnl_core import groups, registry
-
-    config = registry.get(groups.DATASETS, "toy")(
-        num_images={"train": 6, "val": 1}, width=112, height=80, max_people=2,
-        points_per_person=20, cache_dir=str(tmp_path_factory.mktemp("cache")),
-    )  # fmt: skip
-    return config.build(split="train")
-
-
 @pytest.fixture(autouse=True)
 def _restore_threads():
     threads = torch.get_num_threads()
@@ -41,13 +36,29 @@ def _restore_threads():
     torch.set_num_threads(threads)
 
 
-@pytest.fixture(scope="module")
-def initial_model():
-    """Built once (the timm build dominates a short run); every run trains a copy."""
+@pytest.fixture(scope="module", params=["stand-ins", "preset"])
+def setup(request, tmp_path_factory):
+    """(initial model, training set); the model is built once and every run trains a copy."""
     from fnl_detector import build_detector
 
-    torch.manual_seed(0)
-    return build_detector(load_spec("mobile_parsing_rcnn_b", SMALL))
+    if request.param == "stand-ins":
+        small = tiny_spec()
+        small["input"] = {**small["input"], "min_size_train": [80, 64], "max_size_train": 112}
+        with standins():  # registered while training too (a run records the spec's provenance)
+            torch.manual_seed(0)
+            yield build_detector(load_spec(small)), FakeDataset(n=6, size=96, densepose=True)
+        return
+    if missing := missing_zoo():
+        pytest.skip(f"the mobile_parsing_rcnn_b preset needs {', '.join(missing)} (not installed)")
+    pytest.importorskip("fnl_data", reason="needs the toy dataset (fnl-data)")
+    from fnl_core import groups, registry
+
+    config = registry.get(groups.DATASETS, "toy")(
+        num_images={"train": 6, "val": 1}, width=112, height=80, max_people=2,
+        points_per_person=20, cache_dir=str(tmp_path_factory.mktemp("cache")),
+    )  # fmt: skip
+    torch.manual_seed(0)  # the timm build dominates a short run: built once
+    yield build_detector(load_spec("mobile_parsing_rcnn_b", SMALL)), config.build(split="train")
 
 
 def _weights(model, toy_train, run, steps, stop_at=None) -> dict[str, torch.Tensor]:
@@ -69,9 +80,8 @@ def _weights(model, toy_train, run, steps, stop_at=None) -> dict[str, torch.Tens
 @pytest.mark.parametrize(
     "steps", [6, pytest.param(30, marks=pytest.mark.slow)], ids=["6-steps", "30-steps"]
 )
-def test_same_seed_same_weights_and_resume_changes_nothing(
-    initial_model, toy_train, tmp_path, steps
-):
+def test_same_seed_same_weights_and_resume_changes_nothing(setup, tmp_path, steps):
+    initial_model, toy_train = setup
     first = _weights(initial_model, toy_train, tmp_path / "a", steps)
     second = _weights(initial_model, toy_train, tmp_path / "b", steps)
     resumed = _weights(initial_model, toy_train, tmp_path / "c", steps, stop_at=steps // 2 - 1)
@@ -79,3 +89,6 @@ def test_same_seed_same_weights_and_resume_changes_nothing(
     for name in first:
         assert torch.equal(first[name], second[name]), f"{name}: two runs differ"
         assert torch.equal(first[name], resumed[name]), f"{name}: the resumed run differs"
+    initial = initial_model.state_dict()
+    trained = [name for name in first if not torch.equal(first[name], initial[name])]
+    assert any(name.startswith("roi_heads.densepose_predictor.") for name in trained), trained

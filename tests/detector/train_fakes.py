@@ -12,24 +12,30 @@ import numpy as np
 import torch
 from torch import nn
 
-from fnl_core.structures import ImageRecord, InstanceAnnotation
+from fnl_core.structures import DensePoseAnnotation, ImageRecord, InstanceAnnotation
 
 
 class FakeDataset:
-    """Images with one bright square each; the box is the square (a DensePoseDataset)."""
+    """Images with one bright square each; the box is the square (a DensePoseDataset).
 
-    def __init__(self, n: int = 12, size: int = 32, seed: int = 0) -> None:
+    With ``densepose`` each person also carries DensePose points and coarse masks (random, from
+    a generator of their own), enough for the real detector's DensePose branch to train on.
+    """
+
+    def __init__(self, n: int = 12, size: int = 32, seed: int = 0, densepose: bool = False) -> None:
         rng = np.random.default_rng(seed)
+        dp_rng = np.random.default_rng(seed + 1)
         self.gt_json = Path("unused.json")
         self.images: dict[int, np.ndarray] = {}
         self.records: list[ImageRecord] = []
         for k in range(n):
-            s = int(rng.integers(6, 14))
+            s = int(rng.integers(6, 14) * size / 32)
             x, y = (int(v) for v in rng.integers(0, size - s, 2))
             img = np.zeros((size, size, 3), np.uint8)
             img[y : y + s, x : x + s] = 200
             self.images[k + 1] = img
-            ann = InstanceAnnotation(id=k + 1, bbox_xywh=(x, y, s, s), area=s * s)
+            dp = _fake_densepose(dp_rng) if densepose else None
+            ann = InstanceAnnotation(id=k + 1, bbox_xywh=(x, y, s, s), area=s * s, densepose=dp)
             self.records.append(ImageRecord(k + 1, f"{k}.png", size, size, [ann]))
 
     def load_image(self, record: ImageRecord) -> np.ndarray:
@@ -40,9 +46,26 @@ class FakeDataset:
         anns = []
         for a in record.annotations:
             x, y, bw, bh = a.bbox_xywh
-            anns.append(InstanceAnnotation(id=a.id, bbox_xywh=(w - x - bw, y, bw, bh)))
+            dp = a.densepose
+            if dp is not None:  # mirrored points and masks (chart ids kept: it is a fake)
+                masks = None if dp.masks is None else dp.masks[:, ::-1].copy()
+                dp = DensePoseAnnotation(x=256 - dp.x, y=dp.y, i=dp.i, u=dp.u, v=dp.v, masks=masks)
+            anns.append(
+                InstanceAnnotation(id=a.id, bbox_xywh=(w - x - bw, y, bw, bh), densepose=dp)
+            )
         flipped = ImageRecord(record.image_id, record.file_name, record.height, w, anns)
         return flipped, image[:, ::-1].copy()
+
+
+def _fake_densepose(rng: np.random.Generator, points: int = 20) -> DensePoseAnnotation:
+    return DensePoseAnnotation(
+        x=rng.uniform(0, 255, points),
+        y=rng.uniform(0, 255, points),
+        i=rng.integers(1, 25, points),
+        u=rng.uniform(0, 1, points),
+        v=rng.uniform(0, 1, points),
+        masks=rng.integers(0, 15, (256, 256)).astype(np.uint8),
+    )
 
 
 class FakeDetector(nn.Module):
