@@ -27,7 +27,20 @@ from fnl_core.imaging import save_png
 from fnl_core.results import make_result
 from fnl_core.visualize import draw_prediction, iuv_image
 
-__all__ = ["PredictionWriter", "output_names"]
+__all__ = ["OUTPUT_PATTERNS", "PredictionWriter", "output_names"]
+
+#: What an output folder of ``fnl predict`` / ``fnl run`` holds (glob patterns): an earlier run's
+#: results, refused without ``--overwrite`` (:func:`fnl_core.outputs.check_output_dir`).
+OUTPUT_PATTERNS = (
+    "results.json",
+    "images.json",
+    "results.jsonl",
+    "images.jsonl",
+    "*_densepose.png",
+    "*_densepose.mp4",
+    "*_iuv.png",
+    "*_iuv",
+)
 
 
 def output_names(files: Sequence[Path]) -> dict[Path, str]:

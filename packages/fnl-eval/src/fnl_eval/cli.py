@@ -31,6 +31,9 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out", help="write the metrics as JSON to this file")
     parser.add_argument(
+        "--overwrite", action="store_true", help="replace the --out file if it exists"
+    )
+    parser.add_argument(
         "--metrics",
         help=f"comma-separated subset of bbox,segm,gps,gpsm,dp_segm (default {DEFAULT_METRICS}; "
         "bbox,segm without --surface)",
@@ -215,9 +218,14 @@ def percent_json(results: dict[str, Any]) -> dict[str, dict[str, float]]:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from fnl_core.outputs import check_output_file
+
+    model_mode = _check_modes(args)
+    if args.out:  # before predicting or scoring
+        check_output_file(args.out, overwrite=args.overwrite)
     from fnl_eval.evaluator import format_table
 
-    if _check_modes(args):
+    if model_mode:
         results = _evaluate_model(args)
     else:
         results = _evaluate_results(args)
@@ -230,9 +238,10 @@ def _run(args: argparse.Namespace) -> int:
         if "num_images" in results:
             print(f"{results['num_images']} images, {results['num_detections']} detections")
     if args.out:
+        from fnl_core.files import atomic_write_text
+
         out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+        atomic_write_text(out, json.dumps(results, indent=2) + "\n")
         print(f"metrics written to {out}", file=sys.stderr if args.json else sys.stdout)
     return 0
 

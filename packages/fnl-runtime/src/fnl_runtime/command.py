@@ -18,12 +18,14 @@ from typing import Any
 
 from fnl_core.arguments import positive_int, score_fraction
 from fnl_core.command import Command
+from fnl_core.outputs import add_overwrite_argument
 
 
 def _configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="folder written by `fnl export`, or a .onnx file in one")
     parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR_OR_VIDEO")
     parser.add_argument("--out", required=True, help="output folder")
+    add_overwrite_argument(parser)
     parser.add_argument(
         "--min-score",
         type=score_fraction,
@@ -88,10 +90,12 @@ def _run(args: argparse.Namespace) -> int:
     from fnl_core.errors import InputError
     from fnl_core.imaging import read_image
     from fnl_core.inputs import collect_inputs, is_video
-    from fnl_core.prediction_writer import PredictionWriter, output_names
+    from fnl_core.outputs import check_output_dir
+    from fnl_core.prediction_writer import OUTPUT_PATTERNS, PredictionWriter, output_names
     from fnl_runtime.runtime import Runtime
 
     files = collect_inputs(args.inputs, "fnl run")
+    check_output_dir(args.out, outputs=OUTPUT_PATTERNS, overwrite=args.overwrite)
     names = output_names(files)
     runtime = Runtime(args.model, int8=args.int8, threads=args.threads)
     writer = PredictionWriter(args.out, args.min_score)

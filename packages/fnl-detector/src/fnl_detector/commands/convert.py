@@ -30,15 +30,21 @@ def _configure(parser: argparse.ArgumentParser) -> None:
         parser, "override a spec field, e.g. --set input.format=BGR (repeatable)"
     )
     parser.add_argument("--out", required=True, help="output weights file (.safetensors)")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace the --out file if it exists"
+    )
 
 
 def _run(args: argparse.Namespace) -> int:
-    from fnl_detector.convert import ConversionError, convert_checkpoint
-
     if not args.out.endswith(".safetensors"):
         print(f"fnl convert: --out {args.out!r} must end with .safetensors", file=sys.stderr)
         return 2
     check_spec_arguments(args)  # a spec typo fails before torch is imported
+    from fnl_core.outputs import check_output_file
+
+    check_output_file(args.out, overwrite=args.overwrite)
+    from fnl_detector.convert import ConversionError, convert_checkpoint
+
     progress("convert", f"reading {args.checkpoint} and building {args.spec}...")
     try:
         mapping = convert_checkpoint(

@@ -203,6 +203,9 @@ def _loss_summary(metrics_file: Path) -> tuple[float, float] | None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from fnl_core.outputs import check_output_dir
+
+    check_output_dir(args.out)  # the demo replaces its own last run, but must be able to write
     import torch
 
     from fnl_core import groups, registry

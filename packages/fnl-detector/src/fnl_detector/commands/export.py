@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from fnl_core.command import Command
+from fnl_core.outputs import add_overwrite_argument
 from fnl_detector.commands import (
     add_overrides_argument,
     check_spec_arguments,
@@ -40,6 +41,7 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     )
     add_model_arguments(parser, weights=False, spec=False)
     parser.add_argument("--out", required=True, help="output folder (created if missing)")
+    add_overwrite_argument(parser)
     parser.add_argument(
         "--size",
         type=_positive_int,
@@ -156,6 +158,11 @@ def run_export(
 
 def _run(args: argparse.Namespace) -> int:
     check_spec_arguments(args)  # a spec typo fails before torch is imported
+    from fnl_core.onnx_manifest import INT8_FILE, MANIFEST_FILE, MODEL_FILE
+    from fnl_core.outputs import check_output_dir
+
+    outputs = (MANIFEST_FILE, MODEL_FILE, INT8_FILE)
+    check_output_dir(args.out, outputs=outputs, overwrite=args.overwrite)
     resolved = model_from_args(args, require_weights=False)
     checking = "" if args.no_verify else " and checking it against PyTorch"
     progress("export", f"writing the ONNX graph{checking}...")

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from fnl_core.command import Command
+from fnl_core.outputs import add_overwrite_argument
 from fnl_detector.commands import (
     add_overrides_argument,
     check_spec_arguments,
@@ -60,6 +61,7 @@ def _configure(parser: argparse.ArgumentParser) -> None:
         "int8 folder (or its model_int8.pt) written by fnl quantize",
     )
     parser.add_argument("--out", required=True, help="output folder")
+    add_overwrite_argument(parser)
     parser.add_argument(
         "--min-score",
         type=score_fraction,
@@ -107,13 +109,17 @@ def _configure(parser: argparse.ArgumentParser) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     check_spec_arguments(args)  # a spec typo fails before torch is imported
+    from fnl_core.inputs import collect_inputs, is_video
+    from fnl_core.outputs import check_output_dir
+    from fnl_core.prediction_writer import OUTPUT_PATTERNS
+
+    files = collect_inputs(args.inputs, "fnl predict")
+    check_output_dir(args.out, outputs=OUTPUT_PATTERNS, overwrite=args.overwrite)
     from fnl_detector.threads import prefer_passive_omp_wait
 
     prefer_passive_omp_wait()
-    from fnl_core.inputs import collect_inputs, is_video
     from fnl_detector.predictor import Predictor
 
-    files = collect_inputs(args.inputs, "fnl predict")
     resolved = model_from_args(args, progress=not args.no_progress)
     say = partial(progress_line, "predict")
     with warnings.catch_warnings(record=True) as caught:

@@ -14,6 +14,7 @@ import json
 from typing import Any
 
 from fnl_core.command import Command
+from fnl_core.outputs import add_overwrite_argument
 from fnl_detector.commands import (
     add_overrides_argument,
     check_spec_arguments,
@@ -36,6 +37,7 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", default="ptq", help="registered quantizer: ptq | qat")
     parser.add_argument("--data", default="toy", help="toy | coco:PATH (calibration/QAT data)")
     parser.add_argument("--out", required=True, help="output folder for the int8 model")
+    add_overwrite_argument(parser)
     add_overrides_argument(parser, "spec override (repeatable)")
     parser.add_argument(
         "--q-set",
@@ -136,8 +138,15 @@ def compare(float_model: Any, int8_model: Any, size: int, detections: int, runs:
     }
 
 
+#: What ``fnl quantize`` writes into ``--out`` (fnl_quant.artifact's files and the spec).
+OUTPUTS = ("model_int8.pt", "quantization.json", "spec.json")
+
+
 def _run(args: argparse.Namespace) -> int:
     check_spec_arguments(args)  # a spec typo fails before torch is imported
+    from fnl_core.outputs import check_output_dir
+
+    check_output_dir(args.out, outputs=OUTPUTS, overwrite=args.overwrite)
     import tempfile
     from pathlib import Path
 

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from fnl_core.command import Command
+from fnl_core.outputs import add_overwrite_argument
 from fnl_detector.commands import positive_int, score_fraction
 from fnl_detector.commands._weights import add_model_arguments, model_from_args
 
@@ -37,6 +38,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", metavar="IMAGE_VIDEO_OR_DIR")
     add_model_arguments(parser)
     parser.add_argument("--out", required=True, help="output folder")
+    add_overwrite_argument(parser)
     parser.add_argument(
         "--min-score",
         type=score_fraction,
@@ -82,6 +84,13 @@ def _configure_retexture(parser: argparse.ArgumentParser) -> None:
     )
 
 
+#: What each command writes into ``--out`` (earlier results need ``--overwrite``).
+OUTPUTS = {
+    "texture": ("*_atlas.png", "*_confidence.png", "*_tracks.json"),
+    "retexture": ("*_retextured.png", "*_retextured.mp4"),
+}
+
+
 class _Session:
     """Model, inputs and failures shared by both commands."""
 
@@ -90,13 +99,14 @@ class _Session:
 
         prefer_passive_omp_wait()
         from fnl_core.inputs import collect_inputs
+        from fnl_core.outputs import check_output_dir
         from fnl_core.prediction_writer import output_names
 
         self.args = args
         self.command = command
         self.files = collect_inputs(args.inputs, f"fnl {command}")
         self.names = output_names(self.files)
-        self.out = Path(args.out)
+        self.out = check_output_dir(args.out, outputs=OUTPUTS[command], overwrite=args.overwrite)
         self.out.mkdir(parents=True, exist_ok=True)
         self.failures: list[str] = []
         resolved = model_from_args(args, progress=not args.no_progress)

@@ -203,9 +203,11 @@ def _configure(parser: argparse.ArgumentParser) -> None:
 def _early_checks(args: argparse.Namespace, spec_overrides: list[str]) -> None:
     """Everything that can be checked without torch: the run folder and the spec(s)."""
     from fnl_core.cli import CliError
+    from fnl_core.outputs import check_output_dir
     from fnl_detector.train.rundir import existing_run_files
 
     out = Path(args.out)
+    check_output_dir(out)  # a path that cannot be written fails now, in one line
     if args.resume:
         if not (out / "checkpoints").is_dir():
             raise CliError(f"--resume: {out} holds no run to resume (no checkpoints/ folder)")
