@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,13 @@ DEFAULT_METRICS = "bbox,segm,gps,gpsm"
 def _configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gt", help="DensePose-COCO ground-truth JSON (with --results)")
     parser.add_argument("--results", help="results JSON (list of detections, docs/evaluation.md)")
+    parser.add_argument(
+        "--images",
+        metavar="IMAGES_JSON",
+        help="the images.json of fnl predict / fnl run: results are matched to the ground truth "
+        "by file name and only those images are scored (default: images.json next to "
+        "--results, when there; 'none': use the results' image ids as they are)",
+    )
     parser.add_argument(
         "--surface",
         help="body surface for GPS/GPSm: a registered name (toy) or NAME:PATH (smpl:DIR) or a "
@@ -124,6 +132,8 @@ def _check_modes(args: argparse.Namespace) -> bool:
             "--weights W with --data (predict and score), not both"
         )
     if wants_model:
+        if args.images:
+            raise ValueError("--images only applies with --gt/--results")
         if not (args.model or args.weights):
             raise ValueError("evaluating a model needs --model NAME or --weights PATH")
         if not args.data:
@@ -205,7 +215,27 @@ def _evaluate_results(args: argparse.Namespace) -> dict[str, Any]:
     else:
         metrics = DEFAULT_METRICS.split(",")
     evaluator = DensePoseEvaluatorConfig(metrics=metrics).build(surface)
-    return evaluator.evaluate(Path(args.gt), Path(args.results))
+    images = image_index(args)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        results = evaluator.evaluate(Path(args.gt), Path(args.results), images=images)
+    for warning in caught:
+        print(f"fnl eval: warning: {warning.message}", file=sys.stderr)
+    if images is not None:
+        print(
+            f"fnl eval: results matched to the ground truth by file name ({images})",
+            file=sys.stderr,
+        )
+    return results
+
+
+def image_index(args: argparse.Namespace) -> Path | None:
+    """The ``images.json`` to match results by file name: ``--images``, else the one next to
+    ``--results`` when there; None with ``--images none``."""
+    if args.images:
+        return None if args.images.lower() == "none" else Path(args.images)
+    default = Path(args.results).parent / "images.json"
+    return default if default.is_file() else None
 
 
 def percent_json(results: dict[str, Any]) -> dict[str, dict[str, float]]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from fnl_core.errors import AnnotationError, InputError, ResultsError
 from fnl_eval.checks import check_ground_truth, check_results
 from fnl_eval.densepose_eval import DensePoseCOCOeval
 from fnl_eval.masks import encode_mask, gt_mask_rle, paste_mask
+from fnl_eval.matching import boxes_outside, match_images
 from fnl_eval.results import decode_iuv
 from fnl_eval.surface import SurfaceIndex
 
@@ -209,14 +211,31 @@ class DensePoseEvaluator:
             "rescue_box_iou": rescue_box_iou,
         }
 
-    def evaluate(self, gt_json: Any, results: Any) -> dict[str, dict[str, float]]:
+    def evaluate(
+        self, gt_json: Any, results: Any, images: Any = None
+    ) -> dict[str, dict[str, float]]:
         """``{metric: {stat: value}}`` with COCO summary values in [0, 1] (-1: no GT).
 
         ``gt_json`` is a path, a dict or a pycocotools COCO; ``results`` a path, a list of
-        detection dicts or None. Empty results give 0 AP wherever there is GT.
+        detection dicts or None. Empty results give 0 AP wherever there is GT. ``images``: the
+        ``images.json`` (path or list) of ``fnl predict`` / ``fnl run``; the results' image ids
+        are then matched to the ground truth by file name and only those images are scored
+        (:func:`fnl_eval.matching.match_images`). Detections whose boxes lie outside their
+        image give a :class:`UserWarning`.
         """
         dataset = _gt_dataset(gt_json)
         dets = load_results(results)
+        if images is not None:
+            dataset, dets = match_images(dataset, dets, images)
+        outside, example = boxes_outside(dataset, dets)
+        if outside:
+            warnings.warn(
+                f"{outside} of {len(dets)} detections lie outside their image ({example}); do "
+                "the results' image ids belong to this ground truth? (fnl predict numbers its "
+                "images 1, 2, ...: give its images.json to match them by file name)",
+                UserWarning,
+                stacklevel=2,
+            )
         raster = _RasterCache(dets)
         out: dict[str, dict[str, float]] = {}
         for metric in self.metrics:
