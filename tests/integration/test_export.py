@@ -10,6 +10,7 @@ their export must reproduce ``fnl predict``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -88,6 +89,8 @@ def test_one_graph_and_its_manifest(random_export):
     assert manifest["densepose_outputs"] == ["coarse_segm", "fine_segm", "u", "v"]
     assert manifest["outputs"]["u"]["shape"] == ["D", 25, 64, 64]
     assert manifest["batch_norms_folded"] > 0
+    digest = hashlib.sha256((out / MODEL_FILE).read_bytes()).hexdigest()
+    assert manifest["sha256"] == {MODEL_FILE: digest}  # checked by readers (issue #24)
     assert manifest["spec"]["neck"]["type"] == "bifpn"
     assert {"torch", "onnx", "onnxruntime"} <= set(manifest["versions"])
     ver = manifest["verification"]

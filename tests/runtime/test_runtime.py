@@ -180,3 +180,31 @@ def test_chunked_resized_argmax_is_the_first_maximum(monkeypatch):
     for chunk in (10**9, 40 * 23 * 3, 1):
         monkeypatch.setattr(charts, "CHUNK_VALUES", chunk)
         np.testing.assert_array_equal(charts.resized_argmax(maps, (40, 23)), expected)
+
+
+def test_damaged_graphs_give_one_line_errors(fake_export):
+    """Issue #24, item 4: a truncated graph, a missing int8 graph and a bit-flipped graph are
+    refused in one line (the manifest's sha256 of each graph file)."""
+    import hashlib
+
+    manifest_path = fake_export / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    graph = fake_export / "model.onnx"
+    good = graph.read_bytes()
+    manifest["sha256"] = {"model.onnx": hashlib.sha256(good).hexdigest()}
+    manifest["int8"] = {"model": "model.int8.onnx"}
+    manifest_path.write_text(json.dumps(manifest))
+    Runtime(fake_export)  # the recorded hash matches
+    with pytest.raises(InputError, match=r"model\.int8\.onnx: missing"):
+        Runtime(fake_export, int8=True)
+    flipped = bytearray(good)
+    flipped[len(flipped) // 2] ^= 0x01
+    graph.write_bytes(bytes(flipped))
+    with pytest.raises(InputError, match="sha256 differs"):
+        Runtime(fake_export)
+    graph.write_bytes(good[: len(good) // 2])  # truncated, in a manifest without hashes
+    del manifest["sha256"]
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(InputError, match="onnxruntime cannot load this graph") as info:
+        Runtime(fake_export)
+    assert "\n" not in str(info.value)

@@ -18,13 +18,19 @@ static int8 version) and :data:`MANIFEST_FILE`, a JSON object with at least:
   outputs are :data:`BOX_OUTPUTS` then ``densepose_outputs`` (the DensePose predictor's, in
   its order; :data:`CHART_OUTPUTS` among them for chart models);
 * ``int8`` (when the folder has the int8 graph): ``model`` = its file name, and how it was
-  quantised.
+  quantised;
+* ``sha256`` (optional: manifests written before it lack it): per graph file name
+  the hex sha256 of its bytes. Readers check a graph against it before loading it
+  (:func:`graph_file_problem`), so a truncated or bit-flipped graph is refused in one line
+  instead of failing inside onnxruntime or running with wrong outputs.
 
 Everything else in the manifest (spec, provenance, versions, verification) is a record.
 """
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
 from typing import Any
 
 #: File names inside an export folder.
@@ -40,6 +46,8 @@ RESIZE_RULE = "shortest_edge_pil_bilinear_uint8"
 #: The graph's input and its first outputs.
 INPUT_NAME = "image"
 BOX_OUTPUTS = ("boxes", "scores", "labels")
+#: Manifest key: {graph file name: hex sha256}.
+SHA256_KEY = "sha256"
 #: The DensePose outputs an IUV chart is made of.
 CHART_OUTPUTS = ("coarse_segm", "fine_segm", "u", "v")
 
@@ -53,8 +61,36 @@ __all__ = [
     "MANIFEST_FILE",
     "MODEL_FILE",
     "RESIZE_RULE",
+    "SHA256_KEY",
+    "file_sha256",
+    "graph_file_problem",
     "manifest_problem",
 ]
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def graph_file_problem(manifest: dict[str, Any], graph: str | Path) -> str | None:
+    """Why the graph file ``graph`` of an export folder cannot be used, or None: missing, or
+    its bytes differ from the manifest's ``sha256`` record (no record: not checked)."""
+    graph = Path(graph)
+    if not graph.is_file():
+        return "missing"
+    recorded = manifest.get(SHA256_KEY)
+    expected = recorded.get(graph.name) if isinstance(recorded, dict) else None
+    if isinstance(expected, str) and file_sha256(graph) != expected.lower():
+        return (
+            f"its sha256 differs from the one in {MANIFEST_FILE} (the file is damaged or was "
+            "replaced); export the model again"
+        )
+    return None
 
 
 def manifest_problem(manifest: Any) -> str | None:

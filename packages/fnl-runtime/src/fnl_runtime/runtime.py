@@ -24,6 +24,7 @@ from fnl_core.onnx_manifest import (
     CHART_OUTPUTS,
     INPUT_NAME,
     MANIFEST_FILE,
+    graph_file_problem,
     manifest_problem,
 )
 
@@ -53,6 +54,24 @@ def load_manifest(model: str | Path) -> tuple[dict[str, Any], Path]:
     if not graph.is_file():
         raise InputError(f"{graph}: missing (named by {manifest_path})")
     return manifest, graph
+
+
+def open_session(graph: Path, manifest: dict[str, Any], options: Any, providers: Any) -> Any:
+    """An onnxruntime session of ``graph``, checked against the manifest's sha256 first; a
+    graph onnxruntime cannot load is one :class:`InputError` line, not its traceback."""
+    import onnxruntime as ort
+
+    problem = graph_file_problem(manifest, graph)
+    if problem is not None:
+        raise InputError(f"{graph}: {problem}")
+    try:
+        return ort.InferenceSession(str(graph), options, providers=list(providers))
+    except Exception as exc:  # onnxruntime's InvalidProtobuf, Fail, NoSuchFile, ...
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(
+            f"{graph}: onnxruntime cannot load this graph ({first[:200]}); is the file "
+            "complete? export the model again"
+        ) from None
 
 
 def to_original_frame(
@@ -104,13 +123,18 @@ class Runtime:
                     f"{graph.parent}: no int8 graph (export with `fnl export ... --int8`)"
                 )
             graph = graph.parent / self.manifest["int8"]["model"]
+            if not graph.is_file():
+                raise InputError(
+                    f"{graph}: missing, though {MANIFEST_FILE} names it as the int8 graph; "
+                    "export again with `fnl export ... --int8`"
+                )
         self.path = graph
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
         options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
-        self.session = ort.InferenceSession(str(graph), options, providers=list(providers))
+        self.session = open_session(graph, self.manifest, options, providers)
         self.output_names = [o.name for o in self.session.get_outputs()]
         missing = [k for k in BOX_OUTPUTS if k not in self.output_names]
         if missing:

@@ -152,6 +152,9 @@ def run_export(
     if int8:
         add_int8_graph(out, manifest, calibration_images(model, calib_data, calib_images))
         manifest["int8"]["calibration_data"] = calib_data
+    from fnl_detector.export.writer import record_file_hashes
+
+    record_file_hashes(out, manifest)  # the int8 graph's too
     write_json_atomic(out / MANIFEST, manifest)
     return {"manifest_path": str(out / MANIFEST), **manifest}
 

@@ -22,6 +22,8 @@ from fnl_core.onnx_manifest import (
     MANIFEST_FILE,
     MODEL_FILE,
     RESIZE_RULE,
+    SHA256_KEY,
+    file_sha256,
 )
 
 if TYPE_CHECKING:
@@ -159,6 +161,12 @@ def write_json_atomic(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
+def record_file_hashes(out: Path, manifest: dict[str, Any]) -> None:
+    """The manifest's ``sha256`` of every file in its ``files_bytes`` (the graphs), which
+    readers check before loading a graph (:func:`fnl_core.onnx_manifest.graph_file_problem`)."""
+    manifest[SHA256_KEY] = {name: file_sha256(out / name) for name in manifest["files_bytes"]}
+
+
 def export_onnx(
     model: DensePoseRCNN,
     out_dir: str | Path,
@@ -210,6 +218,7 @@ def export_onnx(
     manifest = build_manifest(model, opset, shapes)
     manifest["batch_norms_folded"] = folded
     manifest["files_bytes"] = {MODEL_FILE: (out / MODEL_FILE).stat().st_size}
+    record_file_hashes(out, manifest)
     path = out / MANIFEST_FILE
     write_json_atomic(path, manifest)
     return path
