@@ -182,8 +182,29 @@ def test_pickle_with_code_is_refused_without_running_it(tmp_path):
 def test_pth_with_pickled_objects_is_refused(tmp_path):
     path = tmp_path / "obj.pth"
     torch.save({"model": {"a": torch.zeros(1)}, "cfg": argparse.Namespace(x=1)}, path)
-    with pytest.raises(ConversionError, match="weights_only"):
+    with pytest.raises(ConversionError, match=r"argparse\.Namespace") as info:
         read_checkpoint(path)
+    assert "weights_only" not in str(info.value)  # torch's advice is never passed on
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"hello, these are my notes\n", bytes(range(256)) * 8, b"\x80\x02garbage"],
+    ids=["text", "binary", "broken-pickle"],
+)
+def test_non_checkpoints_are_one_line_without_torch_advice(tmp_path, content):
+    """Issue #24, item 5: torch's several lines of advice to set weights_only=False must not
+    reach the user (nor the backbones' pretrained-weights reader)."""
+    from fnl_backbones.weights import WeightsFileError, read_state_dict
+
+    path = tmp_path / "notes.pth"
+    path.write_bytes(content)
+    for read, error in ((read_checkpoint, ConversionError), (read_state_dict, WeightsFileError)):
+        with pytest.raises(error) as info:
+            read(path)
+        message = str(info.value)
+        assert "\n" not in message and "weights_only" not in message, message
+        assert str(path) in message
 
 
 def test_module_prefix_and_plain_state_dicts(tmp_path):

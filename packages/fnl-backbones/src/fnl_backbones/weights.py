@@ -35,9 +35,11 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         else:
             data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
+        from fnl_core.errors import checkpoint_load_reason
+
         raise WeightsFileError(
-            f"cannot read pretrained weights file {str(path)!r}: {type(exc).__name__}: {exc}"
-        ) from exc
+            f"cannot read pretrained weights file {str(path)!r}: {checkpoint_load_reason(exc)}"
+        ) from None
     for key in _WRAPPERS:
         if isinstance(data, dict) and isinstance(data.get(key), dict):
             data = data[key]

@@ -116,17 +116,30 @@ def _read_pickle(path: Path) -> Any:
             raise ConversionError(f"{path}: not a readable pickle file: {exc}") from exc
 
 
+#: How a file written by ``torch.save`` begins: a zip archive, or (before PyTorch 1.6) a pickle.
+_TORCH_MAGIC = (b"PK\x03\x04", b"\x80")
+
+
 def _read_torch(path: Path) -> Any:
     import torch
 
+    from fnl_core.errors import checkpoint_load_reason
+
+    with path.open("rb") as f:
+        head = f.read(4)
+    if not head.startswith(_TORCH_MAGIC):
+        raise ConversionError(
+            f"{path}: not a PyTorch checkpoint (a file written by torch.save begins as a zip "
+            "archive or a pickle; this one does not)"
+        )
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise ConversionError(
-            f"{path}: torch.load(weights_only=True) cannot read it ({exc}). FnL reads "
-            "checkpoints that hold only tensors and plain containers; a checkpoint with pickled "
-            "objects must be re-saved as {'model': state_dict} in an environment you trust."
-        ) from exc
+            f"{path}: not a checkpoint FnL can read ({checkpoint_load_reason(exc)}). FnL reads "
+            "checkpoints that hold only tensors and plain containers; one with pickled objects "
+            "must be re-saved as {'model': state_dict} in an environment you trust."
+        ) from None
 
 
 def _read_safetensors(path: Path) -> dict[str, Any]:

@@ -84,7 +84,15 @@ def load_quantized(float_model: nn.Module, directory: str | Path) -> nn.Module:
     with quiet():
         prepared = quantizer.prepare(float_model, units=meta["units"])
         model = quantizer.convert(prepared)
-    state = torch.load(Path(directory) / WEIGHTS_FILE, map_location="cpu", weights_only=True)
+    path = Path(directory) / WEIGHTS_FILE
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        from fnl_core.errors import WeightsError, checkpoint_load_reason
+
+        raise WeightsError(
+            f"{path}: not an int8 state dict FnL can read ({checkpoint_load_reason(exc)})"
+        ) from None
     model.load_state_dict(state, strict=True)
     return model
 
