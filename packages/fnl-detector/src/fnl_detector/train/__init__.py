@@ -1,4 +1,4 @@
-"""Training: solver, schedule, deterministic data order, checkpoints, DDP and evaluation.
+"""Training: solver, schedule, deterministic data order, checkpoints, DDP, evaluation, hooks.
 
 Importing this package stays light (``fnl --help`` reaches it through the ``train`` command);
 the torch-based pieces load on first use::
@@ -17,6 +17,7 @@ from fnl_detector.train.config import TrainConfig
 
 _LAZY = {
     "Trainer": "fnl_detector.train.loop",
+    "HookBase": "fnl_detector.train.hooks",
     "NonFiniteLossError": "fnl_detector.train.loop",
     "CheckpointError": "fnl_detector.train.checkpoint",
     "WarmupStepSchedule": "fnl_detector.train.schedule",
@@ -34,6 +35,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "CheckpointError",
+    "HookBase",
     "NonFiniteLossError",
     "TrainConfig",
     "Trainer",

@@ -1,5 +1,6 @@
-"""The training loop: one optimiser step per global batch, with logging, checkpoints,
-evaluation, resume and (under torchrun) DistributedDataParallel.
+"""The training loop: one optimiser step per global batch, resume and (under torchrun)
+DistributedDataParallel; logging, periodic checkpoints, evaluation and the time budget are
+hooks (:mod:`fnl_detector.train.hooks`), stopping on a signal is :mod:`fnl_detector.train.stop`.
 
 Only the main process (rank 0) writes files; every process computes the same number of steps.
 """
@@ -8,12 +9,8 @@ from __future__ import annotations
 
 import json
 import math
-import signal
-import threading
 import time
-from collections import defaultdict
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -34,19 +31,20 @@ from fnl_detector.train.data import (
     has_training_instances,
     make_loader,
 )
-from fnl_detector.train.metrics import MetricsWriter, plot_loss_curve
+from fnl_detector.train.hooks import CheckpointHook, EvalHook, HookBase, LoggingHook, TimeBudgetHook
+from fnl_detector.train.metrics import MetricsWriter, plot_loss_curve, short_losses
 from fnl_detector.train.optim import build_optimizer
-from fnl_detector.train.rng import get_rng_state, seed_all, set_rng_state
+from fnl_detector.train.rng import deterministic_kernels, get_rng_state, seed_all, set_rng_state
 from fnl_detector.train.rundir import (
     CONFIG_FILE,
     CURVE_FILE,
-    EVAL_FILE,
     FINAL_WEIGHTS,
     SPEC_FILE,
     clear_run,
     existing_run_files,
 )
 from fnl_detector.train.schedule import WarmupStepSchedule
+from fnl_detector.train.stop import TrainingInterrupted, _AbortAfterCheckpoint, _StopFlag
 from fnl_detector.weights import save_weights
 
 #: Config fields that must not change between a run and its resumption.
@@ -71,99 +69,14 @@ class RunExistsError(InputError):
     """The run folder already holds a run and neither resume nor overwrite was asked for."""
 
 
-class TrainingInterrupted(KeyboardInterrupt):
-    """Training stopped on SIGINT (Ctrl-C) or SIGTERM (preemption, ``timeout``, ``docker
-    stop``); a checkpoint of ``iteration`` was written first. ``signum`` names the signal."""
-
-    def __init__(
-        self, iteration: int, checkpoint: Path | None, signum: int = signal.SIGINT
-    ) -> None:
-        super().__init__(f"interrupted at iteration {iteration}")
-        self.iteration = iteration
-        self.checkpoint = checkpoint
-        self.signum = int(signum)
-
-
-class _AbortAfterCheckpoint(KeyboardInterrupt):
-    """A second signal arrived while a checkpoint was being written: raised once it is."""
-
-
-#: Signals that stop training with a checkpoint.
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-
-class _StopFlag:
-    """Set by SIGINT or SIGTERM while training runs (the loop checks it after every step and
-    then checkpoints); a second signal raises ``KeyboardInterrupt`` at once.
-
-    Exceptions to "at once": a repeat within :attr:`REPEAT_WINDOW_S` of the first is the same
-    request delivered twice (``uv run`` forwards the terminal's Ctrl-C to a child that already
-    got it, about 200 ms apart) and is ignored; and a second signal while a checkpoint is being
-    written (:meth:`shielded`) waits for it to be complete, then aborts. While ``raise_now`` is
-    on (evaluation, which has nothing to save) the first signal sets the flag and raises too.
-    """
-
-    REPEAT_WINDOW_S = 1.0
-
-    def __init__(self) -> None:
-        self.set = False
-        self.signum: int = signal.SIGINT
-        self.raise_now = False
-        self._first_at = 0.0
-        self._shielded = 0
-        self._abort_pending = False
-        self._previous: dict[int, Any] = {}
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        now = time.monotonic()
-        if not self.set:
-            self.set, self.signum, self._first_at = True, signum, now
-            if self.raise_now:
-                raise KeyboardInterrupt
-            return
-        if now - self._first_at < self.REPEAT_WINDOW_S:
-            return  # the first request again
-        if self._shielded:
-            self._abort_pending = True  # raised when the checkpoint is complete
-            return
-        raise KeyboardInterrupt
-
-    @contextmanager
-    def shielded(self) -> Iterator[None]:
-        """A block (checkpoint writing) that a second signal does not cut: the abort it asks
-        for is raised (as :class:`_AbortAfterCheckpoint`) when the block has finished."""
-        self._shielded += 1
-        try:
-            yield
-        finally:
-            self._shielded -= 1
-        if not self._shielded and self._abort_pending:
-            self._abort_pending = False
-            raise _AbortAfterCheckpoint
-
-    def __enter__(self) -> _StopFlag:
-        if threading.current_thread() is threading.main_thread():
-            for signum in STOP_SIGNALS:
-                self._previous[signum] = signal.signal(signum, self._handle)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if not self._previous:
-            return
-        if self.set:  # let a repeat of the request that stopped us arrive here, not after
-            time.sleep(max(0.0, self._first_at + self.REPEAT_WINDOW_S - time.monotonic()))
-        for signum, previous in self._previous.items():
-            signal.signal(signum, previous)
-        self._previous = {}
-
-
 class Trainer:
     """Train ``model`` (or the detector built from ``spec``) on ``train_set`` into ``run_dir``.
 
     ``model`` must follow the detector contract: in train mode ``model(images, targets)``
     returns a dict of scalar losses. ``eval_set`` (optional) is scored every
     ``config.eval_period`` iterations and at the end with the ``fnl.evaluators`` entry on the
-    ``surface`` body surface.
+    ``surface`` body surface. ``hooks`` (:class:`~fnl_detector.train.hooks.HookBase`) run
+    after the trainer's own (:meth:`default_hooks`); :meth:`register_hooks` adds more.
     """
 
     def __init__(
@@ -179,6 +92,7 @@ class Trainer:
         resume: bool = False,
         overwrite: bool = False,
         progress: bool = True,
+        hooks: Iterable[HookBase] = (),
     ) -> None:
         """``overwrite`` removes a previous run's files from ``run_dir``; without it (or
         ``resume``) a folder holding a run raises :class:`RunExistsError`."""
@@ -226,7 +140,7 @@ class Trainer:
             config.weight_decay_norm,
             kind=config.optimizer,
         )
-        self.schedule = self._schedule_of(config)
+        self.schedule = WarmupStepSchedule.from_config(config)
         self.use_amp = config.amp and self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda") if self.use_amp else None
         self.checkpoints = CheckpointDir(self.run_dir / "checkpoints")
@@ -234,7 +148,6 @@ class Trainer:
         self.train_seconds = 0.0
         self.records = [r for r in train_set.records if has_training_instances(r)]
         self.eval_history: list[dict[str, Any]] = []
-        self._evaluator: Any = None
         seed_all(config.seed + self.dist.rank)  # per-process sampling randomness
 
         if resume:
@@ -242,6 +155,40 @@ class Trainer:
         elif self.is_main:
             self._write_run_files()
         self.ddp_model = self._wrap_ddp()
+        # what a train() call shares with its hooks (see fnl_detector.train.hooks.HookBase)
+        self.iter = self.start_iter
+        self.last_losses: dict[str, float] = {}
+        self.data_seconds = 0.0
+        self.untimed_until = 0.0
+        self.final_eval: dict[str, Any] | None = None
+        self.writer = MetricsWriter(self.run_dir, enabled=False)  # train() opens the log
+        self.bar: Any = None
+        self.hooks: list[HookBase] = []
+        self.register_hooks(self.default_hooks())
+        self.register_hooks(hooks)
+
+    # ------------------------------------------------------------------ hooks
+    def default_hooks(self) -> list[HookBase]:
+        """The trainer's own hooks, in their order: the time budget (``max_minutes``),
+        logging, periodic checkpoints, evaluation (with an ``eval_set``)."""
+        cfg = self.config
+        hooks: list[HookBase] = []
+        if cfg.max_minutes is not None:
+            hooks.append(TimeBudgetHook())
+        hooks += [LoggingHook(cfg.log_period), CheckpointHook(cfg.checkpoint_period)]
+        if self.eval_set is not None:
+            hooks.append(EvalHook(cfg.eval_period, at_start=cfg.eval_at_start))
+        return hooks
+
+    def register_hooks(self, hooks: Iterable[HookBase]) -> None:
+        """Add ``hooks`` after those registered so far; they run in this order."""
+        for hook in hooks:
+            hook.trainer = self
+            self.hooks.append(hook)
+
+    def exclude_from_timing(self) -> None:
+        """Leave the work done up to now out of the logged ``time_per_iter`` (evaluation)."""
+        self.untimed_until = time.perf_counter()
 
     # ------------------------------------------------------------------ setup
     def _pin_threads(self, config: TrainConfig, resume: bool) -> TrainConfig:
@@ -260,16 +207,6 @@ class Trainer:
             threads = torch.get_num_threads()
         torch.set_num_threads(threads)
         return config.model_copy(update={"num_threads": threads})
-
-    @staticmethod
-    def _schedule_of(config: TrainConfig) -> WarmupStepSchedule:
-        return WarmupStepSchedule(
-            base_lr=config.lr,
-            steps=tuple(config.steps),
-            gamma=config.gamma,
-            warmup_iters=config.warmup_iters,
-            warmup_factor=config.warmup_factor,
-        )
 
     def _wrap_ddp(self) -> nn.Module:
         if not self.dist.enabled:
@@ -369,12 +306,12 @@ class Trainer:
         step, so the checkpoint's collectives line up."""
         return dist_utils.any_true(self.stop.set, self.device)
 
-    def _interrupt(self, iteration: int, writer: MetricsWriter) -> TrainingInterrupted:
+    def _interrupt(self, iteration: int) -> TrainingInterrupted:
         """Checkpoint ``iteration`` (the steps done so far) and build the exception to raise."""
         try:
             folder = self.save_checkpoint(iteration)
         finally:
-            writer.close()
+            self.writer.close()
         return TrainingInterrupted(iteration, folder, self.stop.signum)
 
     # ------------------------------------------------------------------ loop
@@ -388,7 +325,7 @@ class Trainer:
         except within a second of the first (the same Ctrl-C delivered twice) and while a
         checkpoint is written (it is finished first). See :class:`_StopFlag`.
         """
-        with self.stop, _deterministic_kernels(self.device):
+        with self.stop, deterministic_kernels(self.device):
             return self._train(stop_at)
 
     def _train(self, stop_at: int | None) -> dict[str, Any]:
@@ -410,80 +347,49 @@ class Trainer:
         )
         samples = TrainSamples(self.train_set, self.records, resize)
         loader = make_loader(samples, sampler, cfg.num_workers)
-        writer = MetricsWriter(
+        self.writer = writer = MetricsWriter(
             self.run_dir,
             enabled=self.is_main,
             resume_from=self.start_iter if self.start_iter else None,
         )
-        bar = self._progress_bar()
-        window: dict[str, list[float]] = defaultdict(list)
-        last: dict[str, float] = {}
-        it = self.start_iter
+        self.bar = bar = self._progress_bar()
+        self.iter = self.start_iter
+        self.last_losses, self.final_eval = {}, None
         data_iter = iter(loader)
-        t_window = time.perf_counter()
-        data_time = 0.0
-        if cfg.eval_at_start and not self.start_iter:
-            self._evaluate(0, writer)
-            t_window = time.perf_counter()
+        for hook in self.hooks:
+            hook.before_train()
         try:
-            while it < self.config.iters and (stop_at is None or it < stop_at):
+            while self.iter < self.config.iters and (stop_at is None or self.iter < stop_at):
                 if self._stop_requested():
-                    raise self._interrupt(it, writer)
+                    raise self._interrupt(self.iter)
                 t0 = time.perf_counter()
                 images, targets = next(data_iter)
                 t_data = time.perf_counter()
-                data_time += t_data - t0
-                losses = self._step(it, images, targets)
-                it += 1
+                self.data_seconds = t_data - t0
+                losses = self._step(self.iter, images, targets)
+                self.iter += 1
                 self.train_seconds += time.perf_counter() - t0
-                for k, v in losses.items():
-                    window[k].append(v)
-                last = losses
+                self.last_losses = losses
                 if bar is not None:
                     bar.update(1)
-                    bar.set_postfix_str(_short(losses), refresh=False)
-                if budget_mode:
-                    self._fit_budget(it, bar)
-                if it % cfg.log_period == 0 or it == self.config.iters:
-                    now = time.perf_counter()
-                    n = len(next(iter(window.values()), [])) or 1
-                    means = {k: sum(v) / len(v) for k, v in window.items()}
-                    means = dist_utils.reduce_mean(means, self.device)
-                    writer.write(
-                        {
-                            "iteration": it,
-                            "lr": self.schedule.lr(it - 1),
-                            **means,
-                            "time_per_iter": (now - t_window) / n,
-                            "data_time": data_time / n,
-                        }
-                    )
-                    window.clear()
-                    t_window, data_time = time.perf_counter(), 0.0
-                if it % cfg.checkpoint_period == 0 and it < self.config.iters:
-                    self.save_checkpoint(it)
-                if cfg.eval_period and it % cfg.eval_period == 0 and it < self.config.iters:
-                    self._evaluate(it, writer)
-                    t_window = time.perf_counter()
+                    bar.set_postfix_str(short_losses(losses), refresh=False)
+                for hook in self.hooks:
+                    hook.after_step()
         finally:
             if bar is not None:
                 bar.close()
+        it = self.iter
         if self._stop_requested():
-            raise self._interrupt(it, writer)
+            raise self._interrupt(it)
         self.save_checkpoint(it)
         if it < self.config.iters:
             writer.close()
-            return {
-                "iterations": it,
-                "train_seconds": self.train_seconds,
-                "last_losses": last,
-                "eval": None,
-                "stopped": True,
-            }
+            return self._summary(eval_result=None, stopped=True)
         if self.is_main:
             with self.stop.shielded():
                 save_weights(self.model, self.run_dir / FINAL_WEIGHTS, {"iteration": str(it)})
-        final = self._evaluate(it, writer) if self.eval_set is not None else None
+        for hook in self.hooks:
+            hook.after_train()  # the final evaluation
         writer.close()
         if self._stop_requested():  # in the final evaluation: weights and checkpoint are written
             folder = self.checkpoints.last() if self.is_main else None
@@ -491,12 +397,15 @@ class Trainer:
         if self.is_main:
             plot_loss_curve(writer.path, self.run_dir / CURVE_FILE)
         dist_utils.barrier()
+        return self._summary(eval_result=self.final_eval, stopped=False)
+
+    def _summary(self, eval_result: dict[str, Any] | None, stopped: bool) -> dict[str, Any]:
         return {
-            "iterations": it,
+            "iterations": self.iter,
             "train_seconds": self.train_seconds,
-            "last_losses": last,
-            "eval": final,
-            "stopped": False,
+            "last_losses": self.last_losses,
+            "eval": eval_result,
+            "stopped": stopped,
         }
 
     def _input_spec(self) -> Any:
@@ -554,35 +463,6 @@ class Trainer:
             "--set train.clip_grad_norm=...)"
         )
 
-    def _fit_budget(self, it: int, bar: Any) -> None:
-        """Fit the iteration count to the time budget (refit only before the first LR step)."""
-        budget = float(self.config.max_minutes) * 60.0
-        if self.train_seconds >= budget:
-            self.config = self.config.model_copy(update={"iters": it})
-            if bar is not None:
-                bar.total = it
-            return
-        first_step = self.config.steps[0] if self.config.steps else self.config.iters
-        done = it - self.start_iter
-        if it >= first_step or done < 5 or it % 5:
-            return
-        rate = it / max(self.train_seconds, 1e-6)
-        target = max(it + 1, int(budget * rate))
-        base = self.config
-        frac = [s / base.iters for s in base.steps]
-        steps = tuple(max(it + 1, round(f * target)) for f in frac)
-        self.config = base.model_copy(
-            update={
-                "iters": target,
-                "steps": steps,
-                "warmup_iters": min(base.warmup_iters, target // 10),
-            }
-        )
-        self.schedule = self._schedule_of(self.config)
-        if bar is not None:
-            bar.total = target
-            bar.refresh()
-
     def _progress_bar(self) -> Any:
         if not (self.is_main and self.progress):
             return None
@@ -596,86 +476,6 @@ class Trainer:
             dynamic_ncols=True,
         )
 
-    def _evaluate(self, it: int, writer: MetricsWriter) -> dict[str, Any] | None:
-        if self.eval_set is None:
-            return None
-        result = None
-        if self.is_main:
-            from fnl_detector.train.evaluate import build_evaluator, evaluate_model, flatten
-
-            t0 = time.perf_counter()
-            if self._evaluator is None:
-                self._evaluator = build_evaluator(self.surface)
-            self.stop.raise_now = True  # Ctrl-C abandons an evaluation at once
-            try:
-                metrics = evaluate_model(
-                    self.model,
-                    self.eval_set,
-                    self.device,
-                    self.surface,
-                    self.run_dir / "eval",
-                    max_images=self.config.eval_max_images,
-                    evaluator=self._evaluator,
-                    should_stop=lambda: self.stop.set,
-                )
-            except KeyboardInterrupt:
-                if not self.stop.set:  # not ours (no handler installed): pass it on
-                    raise
-                metrics = None
-            finally:
-                self.stop.raise_now = False
-            if metrics is None:  # interrupted: the loop checkpoints and stops
-                dist_utils.barrier()
-                return None
-            result = {"iteration": it, "eval_seconds": time.perf_counter() - t0, **metrics}
-            self.eval_history = [h for h in self.eval_history if h["iteration"] != it] + [result]
-            writer.write({"iteration": it, **flatten(metrics, "eval/")})
-            out = {"final": result, "history": self.eval_history}
-            (self.run_dir / EVAL_FILE).write_text(json.dumps(out, indent=2))
-        dist_utils.barrier()
-        return result
-
-
-@contextmanager
-def _deterministic_kernels(device: torch.device) -> Iterator[None]:
-    """On CPU, torch's deterministic kernels while training.
-
-    Some CPU kernels add floats with atomics from several threads, in an order that depends on
-    how the threads are scheduled: the backward of advanced indexing (``index_put_`` with
-    ``accumulate=True``, which the DensePose losses' point sampling runs over ~60k values) gave
-    a different gradient in 114 of 199 repeats on a busy 2-core machine, and two same-seed
-    trainings parted after a few steps. With ``torch.use_deterministic_algorithms`` they add
-    in a fixed order (0 of 199). GPUs keep their fast kernels (several have no deterministic
-    version); the previous setting is restored afterwards.
-    """
-    if device.type != "cpu":
-        yield
-        return
-    previous = torch.are_deterministic_algorithms_enabled()
-    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    torch.use_deterministic_algorithms(True)
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(previous, warn_only=warn_only)
-
 
 def _to_device(target: dict[str, Any], device: torch.device) -> dict[str, Any]:
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in target.items()}
-
-
-_SHORT = {
-    "total_loss": "loss",
-    "loss_rpn_cls": "rpn",
-    "loss_rpn_loc": "rpn_loc",
-    "loss_box_cls": "cls",
-    "loss_box_reg": "reg",
-    "loss_densepose_I": "I",
-    "loss_densepose_U": "U",
-    "loss_densepose_V": "V",
-    "loss_densepose_S": "S",
-}
-
-
-def _short(losses: dict[str, float]) -> str:
-    return " ".join(f"{_SHORT.get(k, k)}={v:.3f}" for k, v in losses.items())

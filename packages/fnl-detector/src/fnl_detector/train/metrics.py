@@ -1,5 +1,6 @@
 """Training logs: ``metrics.jsonl`` (one JSON object per logged iteration), TensorBoard when
-installed, and a loss-curve PNG drawn with matplotlib (or Pillow when matplotlib is missing)."""
+installed, a loss-curve PNG drawn with matplotlib (or Pillow when matplotlib is missing), and
+the progress bar's line of losses."""
 
 from __future__ import annotations
 
@@ -122,3 +123,21 @@ def _plot_with_pil(series: dict[str, list[tuple[int, float]]], out_path: Path) -
         draw.text((margin + 5, margin + 5 + 12 * k), key, fill=color)
     draw.text((margin, height - margin + 10), f"iteration {x0}..{x1}, log10 loss", fill="black")
     img.save(out_path)
+
+
+_SHORT_NAMES = {
+    "total_loss": "loss",
+    "loss_rpn_cls": "rpn",
+    "loss_rpn_loc": "rpn_loc",
+    "loss_box_cls": "cls",
+    "loss_box_reg": "reg",
+    "loss_densepose_I": "I",
+    "loss_densepose_U": "U",
+    "loss_densepose_V": "V",
+    "loss_densepose_S": "S",
+}
+
+
+def short_losses(losses: dict[str, float]) -> str:
+    """``loss=1.234 rpn=0.567 ...``: a step's losses under short names (the progress bar)."""
+    return " ".join(f"{_SHORT_NAMES.get(k, k)}={v:.3f}" for k, v in losses.items())

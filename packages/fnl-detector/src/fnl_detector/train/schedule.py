@@ -44,5 +44,16 @@ class WarmupStepSchedule:
         return state
 
     @classmethod
+    def from_config(cls, config: Any) -> WarmupStepSchedule:
+        """The schedule a :class:`~fnl_detector.train.config.TrainConfig` describes."""
+        return cls(
+            base_lr=config.lr,
+            steps=tuple(config.steps),
+            gamma=config.gamma,
+            warmup_iters=config.warmup_iters,
+            warmup_factor=config.warmup_factor,
+        )
+
+    @classmethod
     def from_state_dict(cls, state: dict[str, Any]) -> WarmupStepSchedule:
         return cls(**{**state, "steps": tuple(state["steps"])})
