@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from fnl_core.errors import InputError
+from fnl_core.files import fsync_dir
 
 #: Export format of the cache entries; part of the key, bumped when exports change.
 CACHE_FORMAT = 1
@@ -102,6 +103,8 @@ def cached_export(
         except OSError:  # another process finished the same export first
             if not (folder / MODEL_FILE).is_file():
                 raise
+        else:
+            fsync_dir(root)  # the rename reaches the disk with the files it names
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

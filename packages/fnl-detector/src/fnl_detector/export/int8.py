@@ -4,7 +4,6 @@ paper's float islands. No torch at module level."""
 from __future__ import annotations
 
 import logging
-import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from fnl_core.files import atomic_output
 from fnl_core.onnx_manifest import INPUT_NAME, INT8_FILE, MODEL_FILE
 from fnl_detector.export.writer import check_image, require_export_deps
 
@@ -104,11 +104,10 @@ def quantize_onnx(
             return next(self.feeds, None)
 
     out = Path(out_path)
-    tmp = out.with_name(f".{out.name}.tmp")
     root = logging.getLogger()  # the quantiser advises "pre-processing" on the root logger
     level = root.level
     root.setLevel(logging.ERROR)
-    with tempfile.TemporaryDirectory() as work:
+    with atomic_output(out) as tmp, tempfile.TemporaryDirectory() as work:
         # The calibrator writes an augmented copy of the graph; keep it out of the export folder.
         augmented = Path(work) / "augmented.onnx"
         quantize_static(
@@ -128,11 +127,10 @@ def quantize_onnx(
                 "AugmentedModelPath": str(augmented),
             },
         )
-    root.setLevel(level)
-    model = onnx.load(str(tmp))
-    del model.graph.value_info[:]  # shapes the quantiser inferred; runtimes do not need them
-    onnx.save(model, str(tmp))
-    os.replace(tmp, out)
+        root.setLevel(level)
+        model = onnx.load(str(tmp))
+        del model.graph.value_info[:]  # shapes the quantiser inferred; runtimes do not need them
+        onnx.save(model, str(tmp))
     return {
         "format": "QDQ",
         "weights": "int8, per channel" if per_channel else "int8, per tensor",

@@ -4,9 +4,7 @@
 from __future__ import annotations
 
 import json
-import os
 import platform
-import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from fnl_core.files import atomic_output, atomic_write_text
 from fnl_core.onnx_manifest import (
     BOX_OUTPUTS,
     FORMAT,
@@ -153,12 +152,9 @@ def build_manifest(model: DensePoseRCNN, opset: int, outputs: dict[str, list]) -
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    """JSON written to a temporary file in the same folder, then renamed over ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(json.dumps(data, indent=2) + "\n")
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    """``data`` as indented JSON, written atomically (:func:`fnl_core.files.atomic_write_text`:
+    a temporary file in the same folder, fsync'ed, renamed over ``path``)."""
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 def record_file_hashes(out: Path, manifest: dict[str, Any]) -> None:
@@ -206,15 +202,14 @@ def export_onnx(
     names = densepose_output_names(model)
     outputs = [*BOX_OUTPUTS, *names]
     shapes = {k: list(model.roi_heads.densepose_output_shapes.get(k, [])) for k in names}
-    tmp = out / f".{MODEL_FILE}.tmp"
-    with torch.no_grad():
-        example = torch.from_numpy(image.copy())
-        _torch_export(DensePoseGraph(model, names).eval(), example, tmp, outputs, opset)
-    graph = onnx.load(str(tmp))
-    if _inline_shared_initializers(graph.graph):
-        onnx.save(graph, str(tmp))
-    onnx.checker.check_model(str(tmp))
-    os.replace(tmp, out / MODEL_FILE)
+    with atomic_output(out / MODEL_FILE) as tmp:  # renamed into place once checked
+        with torch.no_grad():
+            example = torch.from_numpy(image.copy())
+            _torch_export(DensePoseGraph(model, names).eval(), example, tmp, outputs, opset)
+        graph = onnx.load(str(tmp))
+        if _inline_shared_initializers(graph.graph):
+            onnx.save(graph, str(tmp))
+        onnx.checker.check_model(str(tmp))
     manifest = build_manifest(model, opset, shapes)
     manifest["batch_norms_folded"] = folded
     manifest["files_bytes"] = {MODEL_FILE: (out / MODEL_FILE).stat().st_size}
