@@ -172,3 +172,23 @@ def test_missing_spec_is_a_one_line_error(tiny_components, tmp_path, capsys):
     assert _predict(str(tmp_path / "x.png"), "--weights", str(bare), "--out", "o") == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "no --spec given" in err
+
+
+def test_thin_images_are_skipped_and_named_and_max_pixels_is_an_option(weights, tmp_path, capsys):
+    """Issue #24, item 6: a 20000x3 image does not stop the batch with Pillow's 'height and
+    width must be > 0' but is skipped, named, like an unreadable file; --max-pixels sets the
+    size limit that only the API had."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.fromarray(_picture()).save(folder / "good.png")
+    Image.fromarray(np.zeros((3, 20000, 3), np.uint8)).save(folder / "strip.png")
+    out = tmp_path / "out"
+    assert _predict(str(folder), "--weights", str(weights), "--out", str(out)) == 1
+    err = capsys.readouterr().err
+    assert "skipped" in err and "strip.png" in err and "too thin" in err
+    index = json.loads((out / "images.json").read_text())
+    assert [e["file_name"].rsplit("/", 1)[-1] for e in index] == ["good.png"]
+    small = tmp_path / "out2"
+    args = [str(folder / "good.png"), "--weights", str(weights), "--out", str(small)]
+    assert _predict(*args, "--max-pixels", "5000") == 1
+    assert "too large" in capsys.readouterr().err

@@ -135,6 +135,8 @@ def test_predict_every_and_max_frames(weights, clip, tmp_path):
     assert _predict(*args, "--max-frames", "2") == 0
     assert [e["frame"] for e in json.loads((out / "images.json").read_text())] == [0, 4]
     assert len(list(video.read_video(out / "clip_densepose.mp4"))) == 2
+    # every 4th frame of a 10 fps clip plays at 2.5 fps: as long as the input (issue #24)
+    assert video.probe_video(out / "clip_densepose.mp4").fps == Fraction(10, 4)
 
 
 def test_predict_keeps_frames_before_a_damaged_one(weights, tmp_path, capsys):

@@ -208,3 +208,15 @@ def test_damaged_graphs_give_one_line_errors(fake_export):
     with pytest.raises(InputError, match="onnxruntime cannot load this graph") as info:
         Runtime(fake_export)
     assert "\n" not in str(info.value)
+
+
+def test_fnl_run_skips_images_too_thin_to_resize(fake_export, tmp_path, capsys):
+    """Issue #24, item 6: named and skipped, the other images still run."""
+    (tmp_path / "in").mkdir()
+    Image.fromarray(_photo(100, 150)).save(tmp_path / "in" / "a.png")
+    Image.fromarray(np.zeros((1, 4000, 3), np.uint8)).save(tmp_path / "in" / "strip.png")
+    rc = main(["run", str(fake_export), str(tmp_path / "in"), "--out", str(tmp_path / "out")])
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert "strip.png" in err and "too thin" in err
+    assert len(json.loads((tmp_path / "out" / "images.json").read_text())) == 1

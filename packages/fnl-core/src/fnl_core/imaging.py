@@ -30,13 +30,23 @@ MAX_PIXELS = 50_000_000
 
 
 def resized_shape(height: int, width: int, short: int, max_size: int) -> tuple[int, int]:
-    """Short side to ``short``, long side at most ``max_size``; sizes round half up."""
+    """Short side to ``short``, long side at most ``max_size``; sizes round half up.
+
+    An image so thin that a side would shrink to nothing (20000×3 at 800/1333) raises
+    :class:`~fnl_core.errors.ImageReadError` (a ``ValueError``), which commands report and skip
+    like an unreadable file."""
     if height <= 0 or width <= 0:
         raise ValueError(f"image size must be positive, got {height}x{width}")
     scale = short / min(height, width)
     if max(height, width) * scale > max_size:
         scale = max_size / max(height, width)
-    return int(height * scale + 0.5), int(width * scale + 0.5)
+    size = int(height * scale + 0.5), int(width * scale + 0.5)
+    if min(size) < 1:
+        raise ImageReadError(
+            f"a {height}x{width} image is too thin for the model: at its input size (short side "
+            f"{short}, long side at most {max_size}) it would be {size[0]}x{size[1]} pixels"
+        )
+    return size
 
 
 def resize_image(image: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:

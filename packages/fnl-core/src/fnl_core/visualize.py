@@ -9,6 +9,9 @@
   highest score wins.
 
 Inputs are numpy (H×W×3 uint8 RGB images, (3,h,w) uint8 IUV charts); outputs are numpy images.
+Lines and labels scale with the picture (:func:`stroke_width`, :func:`label_size`): 1 px lines
+and the 10 px label font up to about 1200 px, thicker lines and larger labels beyond, so a
+6000×4000 photo looks like a 640×480 one.
 """
 
 from __future__ import annotations
@@ -25,6 +28,43 @@ _PARULA = (
     (0.85, (165, 190, 107)), (0.95, (225, 185, 82)), (1.00, (249, 251, 14)),
 )  # fmt: skip
 NUM_LEVELS = 10
+#: Pictures up to this many pixels on their long side get 1 px lines and the base label size.
+STROKE_PIXELS = 800
+LABEL_SIZE = 10
+
+
+def stroke_width(shape: Sequence[int]) -> int:
+    """Line width in pixels for a picture of ``shape`` (H, W, ...): 1 up to about 1200 px on
+    the long side, then growing with it (8 px for 6000 px)."""
+    return max(1, round(max(shape[0], shape[1]) / STROKE_PIXELS))
+
+
+def label_size(shape: Sequence[int]) -> int:
+    """Label font size in pixels for a picture of ``shape``: :data:`LABEL_SIZE` times the
+    stroke width."""
+    return LABEL_SIZE * stroke_width(shape)
+
+
+def _font(size: int) -> Any:
+    """Pillow's default font at ``size`` px (its fixed bitmap font where FreeType is missing)."""
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, OSError, ImportError):  # Pillow < 10.1, or no FreeType
+        return ImageFont.load_default()
+
+
+def _draw_boxes(canvas: Any, boxes: Any, scores: Any, color: tuple[int, int, int]) -> None:
+    """Box outlines and score labels, sized for the canvas."""
+    from PIL import ImageDraw
+
+    draw = ImageDraw.Draw(canvas)
+    shape = (canvas.height, canvas.width)
+    width, font = stroke_width(shape), _font(label_size(shape))
+    for (x0, y0, x1, y1), score in zip(boxes, scores, strict=True):
+        draw.rectangle([x0, y0, x1, y1], outline=color, width=width)
+        draw.text((x0 + 2 * width, y0 + width), f"{score:.2f}", fill=color, font=font)
 
 
 def colormap(values: np.ndarray) -> np.ndarray:
@@ -145,6 +185,7 @@ def _contours_pil(canvas: Any, box: Sequence[int], chart: np.ndarray) -> None:
     from PIL import ImageDraw
 
     draw = ImageDraw.Draw(canvas)
+    line = stroke_width((canvas.height, canvas.width))
     x, y, w, h = (int(v) for v in box)
     chart = _contour_field(chart)
     labels = chart[0]
@@ -161,7 +202,7 @@ def _contours_pil(canvas: Any, box: Sequence[int], chart: np.ndarray) -> None:
                     draw.line(
                         [(x + c0 * sx, y + r0 * sy), (x + c1 * sx, y + r1 * sy)],
                         fill=tuple(int(v) for v in color),
-                        width=1,
+                        width=line,
                     )
 
 
@@ -190,7 +231,10 @@ def _contours_matplotlib(
         extent = (x, x + w, y, y + h)
         for channel in (1, 2):
             field = np.ma.masked_where(~fg, chart[channel].astype(np.float64) / 255.0)
-            ax.contour(field, NUM_LEVELS, extent=extent, origin="upper", linewidths=0.8)
+            ax.contour(
+                field, NUM_LEVELS, extent=extent, origin="upper",
+                linewidths=0.8 * stroke_width(image.shape),
+            )  # fmt: skip
             drawn = True
     if not drawn:
         plt.close(fig)
@@ -237,7 +281,7 @@ def draw_prediction(
     ``iuv``: the full-image raster of those detections (:func:`iuv_image`) when the caller
     already has it.
     """
-    from PIL import Image, ImageDraw
+    from PIL import Image
 
     keep = [k for k in range(len(scores)) if float(scores[k]) > min_score]
     boxes = np.asarray(boxes).reshape(-1, 4)[keep]
@@ -256,10 +300,7 @@ def draw_prediction(
         canvas = Image.fromarray(out)
         for box, chart in zip(xywh, charts, strict=True):
             _contours_pil(canvas, box, chart)
-    draw = ImageDraw.Draw(canvas)
-    for (x0, y0, x1, y1), score in zip(boxes.tolist(), kept_scores.tolist(), strict=True):
-        draw.rectangle([x0, y0, x1, y1], outline=(255, 64, 64), width=1)
-        draw.text((x0 + 2, y0 + 1), f"{score:.2f}", fill=(255, 64, 64))
+    _draw_boxes(canvas, boxes.tolist(), kept_scores.tolist(), (255, 64, 64))
     return np.asarray(canvas)
 
 
@@ -338,13 +379,10 @@ def _paste_maps(
 
 
 def _outline_boxes(image: np.ndarray, boxes: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    from PIL import Image, ImageDraw
+    from PIL import Image
 
     canvas = Image.fromarray(image)
-    draw = ImageDraw.Draw(canvas)
-    for (x0, y0, x1, y1), score in zip(boxes.tolist(), np.asarray(scores).tolist(), strict=True):
-        draw.rectangle([x0, y0, x1, y1], outline=(255, 64, 64), width=1)
-        draw.text((x0 + 2, y0 + 1), f"{score:.2f}", fill=(255, 64, 64))
+    _draw_boxes(canvas, boxes.tolist(), np.asarray(scores).tolist(), (255, 64, 64))
     return np.asarray(canvas)
 
 

@@ -33,6 +33,11 @@ def _configure(parser: argparse.ArgumentParser) -> None:
         help="pictures and IUV rasters keep detections above this (default 0.8)",
     )
     parser.add_argument("--int8", action="store_true", help="run the folder's int8 graph")
+    parser.add_argument(
+        "--max-pixels",
+        type=positive_int,
+        help="refuse images with more pixels than this (default 50000000: 50 MP)",
+    )
     parser.add_argument("--threads", type=positive_int, default=None, help="onnxruntime threads")
 
 
@@ -88,7 +93,7 @@ def run_video(runtime: Any, writer: Any, path: Path, name: str) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from fnl_core.errors import InputError
-    from fnl_core.imaging import read_image
+    from fnl_core.imaging import read_image, resized_shape
     from fnl_core.inputs import collect_inputs, is_video
     from fnl_core.outputs import check_output_dir
     from fnl_core.prediction_writer import OUTPUT_PATTERNS, PredictionWriter, output_names
@@ -100,6 +105,7 @@ def _run(args: argparse.Namespace) -> int:
     runtime = Runtime(args.model, int8=args.int8, threads=args.threads)
     writer = PredictionWriter(args.out, args.min_score)
     failures: list[str] = []
+    max_pixels = {"max_pixels": args.max_pixels} if args.max_pixels else {}
     start = time.perf_counter()
     try:
         for path in files:
@@ -107,7 +113,8 @@ def _run(args: argparse.Namespace) -> int:
                 if is_video(path):
                     print(f"{path}: {run_video(runtime, writer, path, names[path])} frames")
                     continue
-                image = read_image(path)
+                image = read_image(path, **max_pixels)
+                resized_shape(*image.shape[:2], runtime.min_size, runtime.max_size)
                 pred = runtime(image)
                 charts = runtime.iuv(pred)
                 extras = runtime.result_extras(pred, charts)
@@ -115,7 +122,8 @@ def _run(args: argparse.Namespace) -> int:
                     path, names[path], image, pred["boxes"], pred["scores"], charts, extras=extras
                 )
             except InputError as exc:
-                print(f"fnl run: skipped: {exc}", file=sys.stderr)
+                named = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
+                print(f"fnl run: skipped: {named}", file=sys.stderr)
                 failures.append(str(path))
                 continue
             print(f"{path}: {len(charts)} detections, {kept} above {args.min_score}")

@@ -74,7 +74,17 @@ def _configure(parser: argparse.ArgumentParser) -> None:
         "--batch-size", type=positive_int, default=1, help="images per forward pass (default 1)"
     )
     parser.add_argument(
-        "--every", type=positive_int, default=1, help="videos: run every N-th frame (default 1)"
+        "--max-pixels",
+        type=positive_int,
+        help="refuse images with more pixels than this (default 50000000: 50 MP, which guards "
+        "against decompression bombs); raise it for larger photos",
+    )
+    parser.add_argument(
+        "--every",
+        type=positive_int,
+        default=1,
+        help="videos: run every N-th frame (default 1); the output video plays at the input's "
+        "frame rate divided by N, so it lasts as long as the input",
     )
     parser.add_argument(
         "--max-frames", type=positive_int, help="videos: stop after this many frames run"
@@ -133,6 +143,7 @@ def _run(args: argparse.Namespace) -> int:
             optimize=not args.plain,
             backend=args.backend,
             progress=None if args.no_progress else say,
+            **({"max_pixels": args.max_pixels} if args.max_pixels else {}),
         )
     for warning in caught:  # the backend fallback as one line; others as Python shows them
         if str(warning.message).startswith("backend auto:"):
@@ -208,8 +219,9 @@ class _PredictRun:
         for path in paths:
             try:
                 array = read_image(path, max_pixels=self.predictor.max_pixels)
+                self.predictor.input_size(*array.shape[:2])  # too thin to resize: skipped here
             except ImageReadError as exc:
-                self._fail(path, str(exc))
+                self._fail(path, _named(path, exc))
                 continue
             self.pending.append(_Item(path, self.names[path], array))
             if len(self.pending) >= self.args.batch_size:
@@ -223,8 +235,9 @@ class _PredictRun:
         name = self.names[path]
         try:
             info = probe_video(path)
+            self.predictor.input_size(info.height, info.width)
         except InputError as exc:
-            self._fail(path, str(exc))
+            self._fail(path, _named(path, exc))
             return
         total = info.frames
         if total is not None:
@@ -236,7 +249,8 @@ class _PredictRun:
         progress = _progress_bar(total, str(path), self.args.no_progress)
         out_video = self.out_dir / f"{name}_densepose.mp4"
         try:
-            with VideoWriter(out_video, info.fps, info.width, info.height) as writer:
+            fps = info.fps / self.args.every  # as long as the input, not N times faster
+            with VideoWriter(out_video, fps, info.width, info.height) as writer:
                 self._on_picture = writer.write
                 frames = read_video(path, every=self.args.every, max_frames=self.args.max_frames)
                 try:
@@ -329,6 +343,12 @@ class _PredictRun:
 
     def close(self) -> None:
         self.writer.finish()
+
+
+def _named(path: Path, exc: Exception) -> str:
+    """The error's message, with the file's name in front unless it already has it."""
+    message = str(exc)
+    return message if str(path) in message else f"{path}: {message}"
 
 
 def _progress_bar(total: int | None, desc: str, disable: bool) -> Any:

@@ -164,10 +164,12 @@ class _Session:
         from fnl_core.imaging import read_image
 
         try:
-            return read_image(path, max_pixels=self.predictor.max_pixels)
+            image = read_image(path, max_pixels=self.predictor.max_pixels)
+            self.predictor.input_size(*image.shape[:2])  # too thin to resize: skipped here
         except ImageReadError as exc:
-            self.fail(path, str(exc))
+            self.fail(path, str(exc) if str(path) in str(exc) else f"{path}: {exc}")
             return None
+        return image
 
     def fail(self, path: Path, message: str) -> None:
         print(f"fnl {self.command}: skipped: {message}", file=sys.stderr)
@@ -340,7 +342,8 @@ def _run_retexture(args: argparse.Namespace) -> int:
         progress = session.bar(session.frame_total(info), str(path), "frame")
         target = session.out / f"{name}_retextured.mp4"
         try:
-            with VideoWriter(target, info.fps, info.width, info.height) as writer:
+            fps = info.fps / session.args.every  # as long as the input
+            with VideoWriter(target, fps, info.width, info.height) as writer:
                 for _, frame in frames:
                     writer.write(paint(frame))
                     progress.update(1)
