@@ -103,7 +103,7 @@ def test_interpolate_mode_leaves_the_resize_to_the_model(tiny_components):
     torch.manual_seed(0)
     spec = _spec()
     spec["input"] = {**spec["input"], "resize": "interpolate"}
-    predictor = Predictor(spec, device="cpu", optimize=False)
+    predictor = Predictor(spec, device="cpu", optimize=False, random_weights=True)
     image = _image(90, 150)
     (tensor,), _ = predictor.preprocess([image])
     assert tuple(tensor.shape[-2:]) == (90, 150)
@@ -170,7 +170,7 @@ def test_missing_spec_and_bad_inputs_are_one_line_errors(calibrated, tmp_path):
     save_weights(build_detector(spec).state_dict(), bare)
     with pytest.raises(InputError, match=r"no spec given for .*bare\.safetensors"):
         Predictor(None, bare)
-    predictor = Predictor(spec, device="cpu", optimize=False)
+    predictor = Predictor(spec, device="cpu", optimize=False, random_weights=True)
     bad = tmp_path / "bad.jpg"
     bad.write_text("not an image")
     with pytest.raises(ImageReadError, match=r"bad\.jpg"):

@@ -70,6 +70,12 @@ class ModelCard(BaseModel):
         default_factory=dict, description="accuracy the authors report, AP in percent"
     )
     reported_on: str | None = Field(None, description="data the reported accuracy was measured on")
+    dataset: str | None = Field(
+        None,
+        description="the data the model was trained on and its reported AP measured on: coco "
+        "(DensePose-COCO, real photographs) or toy (synthetic toy people only; such a model "
+        "warns when run on other images)",
+    )
     source: str | None = Field(None, description="page the facts of this card come from")
     license: str | None = None
     package: str | None = Field(

@@ -43,14 +43,45 @@ from fnl_detector.optimize import BACKENDS, InferenceOptions, apply_options, is_
 RESULT_KEYS = ("boxes", "scores", "labels", "densepose", "image_size")
 
 
+def resolve_predictor_model(
+    model: Any, weights: str | Path | None, random_weights: bool = False
+) -> tuple[Any, str | Path | None]:
+    """(spec, weights) of ``Predictor(model, weights)``: a named model's spec and downloaded
+    weights (:func:`fnl_detector.loading.resolve_model`, as ``--model NAME``); a spec without
+    weights only with ``random_weights`` (:class:`~fnl_core.errors.InputError` otherwise)."""
+    from fnl_core import groups, registry
+    from fnl_core.errors import InputError
+    from fnl_detector.loading import model_spec, resolve_model
+
+    named = isinstance(model, str) and model in registry.names(groups.MODELS)
+    if random_weights:
+        if weights is not None:
+            raise InputError("random_weights=True builds an untrained model: give no weights")
+        return (model_spec(model) if named else model), None
+    if named and weights is None:
+        resolved = resolve_model(model=model)
+        return resolved.spec, resolved.weights
+    if weights is None:
+        raise InputError(
+            f"Predictor({model!r}): no weights; give weights=PATH, a named model (fnl list "
+            "models), or random_weights=True for an untrained model on purpose"
+        )
+    return model, weights
+
+
 class Predictor:
     """Run a detector on images: ``predictor(image)`` or ``predictor([img1, img2, ...])``.
 
     Args:
-        spec_or_preset: a preset name, spec file, spec dict or ``DetectorSpec``; None takes the
-            spec that belongs to ``weights`` (see :func:`fnl_detector.loading.spec_from_weights`).
+        spec_or_preset: a named model (``fnl list models``: its spec and its weights,
+            downloaded once and hash-checked, as ``--model NAME``), a preset name, spec file,
+            spec dict or ``DetectorSpec``; None takes the spec that belongs to ``weights`` (see
+            :func:`fnl_detector.loading.spec_from_weights`).
         weights: FnL ``.safetensors``, a reference ``.pth``/``.pkl`` checkpoint, or an int8 model
-            folder (or its ``model_int8.pt``) written by ``fnl quantize``; None: random weights.
+            folder (or its ``model_int8.pt``) written by ``fnl quantize``; with a named model,
+            a local copy of its weights. A spec without weights is refused (as the commands
+            refuse it) unless ``random_weights=True`` asks for an untrained model.
+        random_weights: build the spec with random weights on purpose (timing, plumbing).
         overrides: spec overrides (``"test.score_thresh=0.5"``...).
         device: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"``.
         options: how to run it (:class:`~fnl_detector.optimize.InferenceOptions`: speed-ups,
@@ -77,11 +108,13 @@ class Predictor:
         overrides: Sequence[str] = (),
         device: str | torch.device = "auto",
         options: InferenceOptions | None = None,
+        random_weights: bool = False,
         **changes: Any,
     ) -> None:
         options = (options or InferenceOptions()).replace(**changes)
         if options.threads is not None:
             torch.set_num_threads(options.threads)
+        spec_or_preset, weights = resolve_predictor_model(spec_or_preset, weights, random_weights)
         self._setup(load_model(spec_or_preset, weights, overrides), select_device(device), options)
 
     @classmethod

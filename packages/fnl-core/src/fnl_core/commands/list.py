@@ -1,7 +1,8 @@
 """``fnl list [GROUP]``: installed components and the package providing each (imports nothing).
 
-``fnl list models`` shows the named models instead: name, preset, weights, sha256, the
-accuracy the authors report and the providing package (reading the cards, never torch).
+``fnl list models`` shows the named models instead: name, preset, the data the model was
+trained and scored on (coco: DensePose-COCO; toy: synthetic toy people), the accuracy reported
+on that data, sha256, the providing package and weights (reading the cards, never torch).
 """
 
 from __future__ import annotations
@@ -56,19 +57,24 @@ def _list_models(as_json: bool) -> int:
             out.append(item)
         print(json.dumps(out, indent=2))
         return 0
-    headers = ("name", "preset", "box/segm/GPS/GPSm AP", "sha256", "package", "weights")
+    headers = (
+        "name", "preset", "dataset", "box/segm/GPS/GPSm AP (on dataset)", "sha256", "package",
+        "weights",
+    )  # fmt: skip
     table = []
     for info, card in rows:
         if isinstance(card, Exception):
-            table.append((info.name, "(broken)", "", "", info.distribution, str(card)))
+            table.append((info.name, "(broken)", "", "", "", info.distribution, str(card)))
             continue
         ap = "/".join(f"{card.reported[m]:.1f}" if m in card.reported else "-" for m in METRICS)
         preset = card.preset or ("(spec file)" if card.spec else "(in weights)")
+        dataset = card.dataset or "-"
         table.append(
-            (info.name, preset, ap, _hash_text(card), info.distribution, card.weights_location())
-        )
+            (info.name, preset, dataset, ap, _hash_text(card), info.distribution,
+             card.weights_location())
+        )  # fmt: skip
     if not table:
-        table = [("(none installed)", "", "", "", "", "")]
+        table = [("(none installed)", "", "", "", "", "", "")]
     _print_table(headers, table)
     return 0
 

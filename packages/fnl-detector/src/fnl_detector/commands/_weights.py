@@ -6,6 +6,9 @@ imports torch.
 from __future__ import annotations
 
 import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from fnl_detector.loading import ResolvedModel, resolve_model
@@ -47,4 +50,31 @@ def model_from_args(args: argparse.Namespace, **options: Any) -> ResolvedModel:
     )
 
 
-__all__ = ["add_model_arguments", "model_from_args"]
+def is_toy_data(path: Path) -> bool:
+    """Whether ``path`` is an image of the generated toy-humans data (its files live in a
+    ``toy/<settings>/`` folder of the cache, ``$FNL_CACHE_DIR/toy/...`` by default)."""
+    return "toy" in Path(path).resolve().parts[:-1]
+
+
+def warn_toy_only(args: argparse.Namespace, files: Sequence[Path], command: str) -> None:
+    """One line on stderr when ``--model`` names a model that knows only the synthetic toy
+    people (its card's ``dataset`` is ``toy``) and some inputs are not toy data."""
+    name = getattr(args, "model", None)
+    if not name:
+        return
+    from fnl_core.models import get_card
+
+    if get_card(name).dataset != "toy":
+        return
+    other = [f for f in files if not is_toy_data(f)]
+    if other:
+        more = f" and {len(other) - 1} more" if len(other) > 1 else ""
+        print(
+            f"fnl {command}: warning: {name} was trained on synthetic toy people only (its AP is "
+            f"on toy data); on other images ({other[0]}{more}) its detections mean little: use "
+            "a model trained on DensePose-COCO (fnl list models, dataset coco)",
+            file=sys.stderr,
+        )
+
+
+__all__ = ["add_model_arguments", "is_toy_data", "model_from_args", "warn_toy_only"]

@@ -38,7 +38,7 @@ from fnl_detector.commands import (
     score_fraction,
 )
 from fnl_detector.commands import progress as progress_line
-from fnl_detector.commands._weights import add_model_arguments, model_from_args
+from fnl_detector.commands._weights import add_model_arguments, model_from_args, warn_toy_only
 
 
 @dataclass
@@ -131,6 +131,7 @@ def _run(args: argparse.Namespace) -> int:
     from fnl_detector.predictor import Predictor
 
     resolved = model_from_args(args, progress=not args.no_progress)
+    warn_toy_only(args, files, "predict")
     say = partial(progress_line, "predict")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("default")

@@ -31,7 +31,7 @@ from typing import Any
 from fnl_core.command import Command
 from fnl_core.outputs import add_overwrite_argument
 from fnl_detector.commands import positive_int, score_fraction
-from fnl_detector.commands._weights import add_model_arguments, model_from_args
+from fnl_detector.commands._weights import add_model_arguments, model_from_args, warn_toy_only
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -110,6 +110,7 @@ class _Session:
         self.out.mkdir(parents=True, exist_ok=True)
         self.failures: list[str] = []
         resolved = model_from_args(args, progress=not args.no_progress)
+        warn_toy_only(args, self.files, command)
         from fnl_detector.predictor import Predictor
 
         self.predictor = Predictor(

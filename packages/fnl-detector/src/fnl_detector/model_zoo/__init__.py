@@ -45,7 +45,8 @@ def card(name: str) -> ModelCard:
     entry = _zoo_entries().get(name)
     if entry is None:
         raise ModelCardError(f"fnl_detector.model_zoo has no card named {name!r}")
-    return ModelCard.validated({"package": __name__, **entry}, f"{__name__}/{_ZOO_FILE}:{name}")
+    data = {"package": __name__, "dataset": "coco", **entry}  # the zoo: DensePose-COCO models
+    return ModelCard.validated(data, f"{__name__}/{_ZOO_FILE}:{name}")
 
 
 def __getattr__(name: str) -> ModelCard:
