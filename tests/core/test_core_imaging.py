@@ -107,3 +107,12 @@ def test_too_many_pixels_is_refused(tmp_path):
     with pytest.raises(ImageReadError, match="too large"):
         read_image(path, max_pixels=1000)
     assert read_image(path).shape == (100, 200, 3)
+
+
+def test_float_arrays_are_0_to_1_and_other_ranges_are_refused():
+    pixels = np.array([[[0, 128, 255]]], dtype=np.uint8)
+    np.testing.assert_array_equal(read_image(pixels / 255.0), pixels)
+    with pytest.raises(ImageReadError, match=r"float image values must be in 0\.\.1"):
+        read_image(pixels.astype(np.float32))  # 0..255 as float: refused, not guessed
+    with pytest.raises(ImageReadError, match="must be a path, a PIL image"):
+        read_image(3.5)

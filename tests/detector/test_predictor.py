@@ -138,10 +138,65 @@ def test_iuv_outputs(calibrated):
     spec, weights = calibrated
     predictor = Predictor(spec, weights, device="cpu")
     out = predictor(_image(), iuv=True)
-    assert out["iuv"].shape == (120, 160, 3) and out["iuv"].dtype == np.uint8
+    assert out["iuv"].shape == (120, 160, 3) and out["iuv"].dtype == torch.uint8
     assert len(out["charts"]) == 5 and all(c.shape[0] == 3 for c in out["charts"])
     none = predictor(_image(), iuv=True, iuv_min_score=1.0)
     assert not none["iuv"].any()
+
+
+def _tensors_and_arrays(value, path="result"):
+    """(path, kind) of every array-like leaf of a result: 'torch' or 'numpy'."""
+    if isinstance(value, dict):
+        return [x for k, v in value.items() for x in _tensors_and_arrays(v, f"{path}.{k}")]
+    if isinstance(value, list):
+        return [x for i, v in enumerate(value) for x in _tensors_and_arrays(v, f"{path}[{i}]")]
+    if isinstance(value, torch.Tensor):
+        return [(path, "torch")]
+    if isinstance(value, np.ndarray):
+        return [(path, "numpy")]
+    return []
+
+
+def test_results_are_torch_tensors_throughout_and_numpy_on_request(calibrated):
+    spec, weights = calibrated
+    out = Predictor(spec, weights, device="cpu", backend="torch")(_image(), iuv=True)
+    kinds = _tensors_and_arrays(dict(out))
+    assert {k for _, k in kinds} == {"torch"}, kinds
+    assert out["labels"].dtype == torch.int64 and out["charts"][0].dtype == torch.uint8
+    arrays = out.numpy()
+    assert {k for _, k in _tensors_and_arrays(dict(arrays))} == {"numpy"}
+    np.testing.assert_array_equal(arrays["iuv"], out["iuv"].numpy())
+    assert arrays["image_size"] == (120, 160)
+
+
+def test_torch_tensors_and_float_images_follow_torchvision(calibrated):
+    spec, weights = calibrated
+    predictor = Predictor(spec, weights, device="cpu", backend="torch")
+    image = _image()
+    reference = predictor(image)
+    chw = torch.from_numpy(image).permute(2, 0, 1)  # torchvision's uint8 C×H×W
+    _assert_same(predictor(chw), reference, image.shape[:2], exact=True)
+    _assert_same(predictor(torch.from_numpy(image)), reference, image.shape[:2], exact=True)
+    _assert_same(predictor(chw.float() / 255), reference, image.shape[:2], exact=True)
+    _assert_same(predictor(image / 255.0), reference, image.shape[:2], exact=True)
+    with pytest.raises(ImageReadError, match=r"float image values must be in 0\.\.1.*255"):
+        predictor(chw.float())  # a 0..255 image cast to float: refused, not guessed
+    with pytest.raises(ImageReadError, match="must be a path, a PIL image"):
+        predictor(12)
+
+
+def test_plot_and_save_draw_the_result(calibrated, tmp_path):
+    spec, weights = calibrated
+    predictor = Predictor(spec, weights, device="cpu", backend="torch")
+    image = _image()
+    out = predictor(image)
+    picture = out.plot(image, min_score=0.0)
+    assert picture.shape == image.shape and picture.dtype == np.uint8
+    assert not np.array_equal(picture, image)  # five detections drawn
+    path = out.save(tmp_path / "x.png", image, min_score=0.0)
+    np.testing.assert_array_equal(np.asarray(Image.open(path)), picture)
+    with pytest.raises(InputError, match="plot: the image is 60x80"):
+        out.plot(image[:60, :80])
 
 
 def test_spec_read_from_safetensors_metadata(calibrated):

@@ -68,7 +68,7 @@ def test_onnxruntime_backend_gives_the_torch_predictions_and_caches_the_export(
     for key, value in got["densepose"].items():
         scale = float(torch_pred["densepose"][key].abs().max())
         assert float((value - torch_pred["densepose"][key]).abs().max()) <= 1e-3 * scale, key
-    differ = (got["iuv"] != torch_pred["iuv"]).any(-1).mean()
+    differ = float((got["iuv"] != torch_pred["iuv"]).any(-1).float().mean())
     assert differ < 0.01, f"{differ:.2%} of IUV pixels differ"
 
     # a second predictor of the same model reuses the verified export

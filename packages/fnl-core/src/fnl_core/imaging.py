@@ -3,10 +3,10 @@
 One module for the PyTorch predictor, the ONNX runtime and the evaluation tools, so that each
 of them sees the same pixels:
 
-* :func:`read_image` turns a path, a PIL image or an array into an H×W×3 uint8 RGB array:
-  EXIF orientation applied, palette/greyscale/alpha/CMYK converted, 16-bit images scaled to
-  8 bits (not clipped), and anything unreadable reported as :class:`ImageReadError` naming the
-  file.
+* :func:`read_image` turns a path, a PIL image, a numpy array or a torch tensor into an H×W×3
+  uint8 RGB array: EXIF orientation applied, palette/greyscale/alpha/CMYK converted, 16-bit
+  images scaled to 8 bits (not clipped), float arrays and tensors taken as 0..1 (torchvision's
+  convention), and anything unreadable reported as :class:`ImageReadError` naming the file.
 * :func:`resized_shape` and :func:`resize_image` are detectron2's ``ResizeShortestEdge`` at test
   time as the reference DensePose implementations run it: the new size rounds half up, and the
   uint8 image is resampled by Pillow's ``BILINEAR`` filter (which widens its support when
@@ -96,22 +96,67 @@ def _pil_to_rgb(image: Any) -> np.ndarray:
     return np.asarray(image.convert("RGB"))
 
 
-def read_image(source: Any, *, max_pixels: int | None = MAX_PIXELS) -> np.ndarray:
-    """An H×W×3 uint8 RGB array from a path, a PIL image or an array.
+def _is_torch_tensor(source: Any) -> bool:
+    """Whether ``source`` is a torch tensor (without importing torch)."""
+    return type(source).__module__.split(".")[0] == "torch" and hasattr(source, "permute")
 
-    Arrays may be H×W (grey), H×W×3 (RGB) or H×W×4 (RGBA, alpha dropped), of any integer or
-    float type (16-bit values are scaled, not clipped). Files are decoded completely here, so a
-    truncated file fails now, with its name, rather than later inside the model.
+
+def _tensor_to_hwc(tensor: Any) -> np.ndarray:
+    """A torch image tensor as an H×W(×C) numpy array: C×H×W (torchvision's layout) is
+    transposed, H×W×C and H×W are kept."""
+    array = tensor.detach().cpu().numpy()
+    if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[2] not in (1, 3, 4):
+        array = array.transpose(1, 2, 0)
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[..., 0]
+    return array
+
+
+def _float_to_8bit(array: np.ndarray) -> np.ndarray:
+    """A float image in 0..1 (torchvision's convention) as uint8 0..255; other ranges refused."""
+    finite = np.nan_to_num(array.astype(np.float64))
+    low, high = float(finite.min(initial=0.0)), float(finite.max(initial=0.0))
+    if low < 0.0 or high > 1.0:
+        raise ImageReadError(
+            f"float image values must be in 0..1 (torchvision's convention), got {low:g}..{high:g}:"
+            " divide a 0..255 image by 255, or pass it as uint8"
+        )
+    return np.clip(np.rint(finite * 255.0), 0, 255).astype(np.uint8)
+
+
+def read_image(source: Any, *, max_pixels: int | None = MAX_PIXELS) -> np.ndarray:
+    """An H×W×3 uint8 RGB array from a path, a PIL image, a numpy array or a torch tensor.
+
+    Arrays may be H×W (grey), H×W×3 (RGB) or H×W×4 (RGBA, alpha dropped); torch tensors may
+    also be C×H×W (torchvision's layout, C = 1, 3 or 4). uint8 values are 0..255; 16-bit
+    integers are scaled, not clipped; float arrays and tensors must hold 0..1 (torchvision's
+    ``to_tensor`` / ``convert_image_dtype`` convention) and are scaled by 255: a float image
+    with values outside 0..1 (a 0..255 image cast to float, say) is refused with one line,
+    rather than guessed. Files are decoded completely here, so a truncated file fails now, with
+    its name, rather than later inside the model.
     """
     from PIL import Image
 
+    if _is_torch_tensor(source):
+        source = _tensor_to_hwc(source)
     if isinstance(source, np.ndarray):
         array = source
         if array.ndim == 2:
             array = np.repeat(array[..., None], 3, axis=2)
         if array.ndim != 3 or array.shape[2] not in (3, 4) or 0 in array.shape:
-            raise ImageReadError(f"image array must be HxWx3 (RGB), got shape {array.shape}")
-        return np.ascontiguousarray(_to_8bit(array[..., :3]))
+            raise ImageReadError(
+                f"image array must be HxWx3 (RGB; torch tensors also 3xHxW), got shape "
+                f"{tuple(array.shape)}"
+            )
+        array = array[..., :3]
+        if np.issubdtype(array.dtype, np.floating):
+            return np.ascontiguousarray(_float_to_8bit(array))
+        return np.ascontiguousarray(_to_8bit(array))
+    if not isinstance(source, (str, Path, Image.Image)) and not hasattr(source, "__fspath__"):
+        raise ImageReadError(
+            f"an image must be a path, a PIL image, a numpy array or a torch tensor, got "
+            f"{type(source).__name__}"
+        )
     if isinstance(source, Image.Image):
         return _pil_to_rgb(source)
     path = Path(source)

@@ -16,7 +16,14 @@ from typing import Any
 from fnl_detector.build import build_detector
 from fnl_detector.spec import DetectorSpec, load_spec
 
-__all__ = ["DensePoseRCNN", "DetectorSpec", "Predictor", "build_detector", "load_spec"]
+__all__ = [
+    "DensePoseRCNN",
+    "DetectorSpec",
+    "Prediction",
+    "Predictor",
+    "build_detector",
+    "load_spec",
+]
 
 
 def __getattr__(name: str) -> Any:
@@ -24,8 +31,8 @@ def __getattr__(name: str) -> Any:
         from fnl_detector.modeling.detector import DensePoseRCNN
 
         return DensePoseRCNN
-    if name == "Predictor":
-        from fnl_detector.predictor import Predictor
+    if name in ("Predictor", "Prediction"):
+        from fnl_detector import predictor
 
-        return Predictor
+        return getattr(predictor, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -21,6 +21,7 @@ PyTorch model; :mod:`fnl_detector.onnx_backend`). Models are loaded by
 >>> predictor = Predictor("mobile_parsing_rcnn_b", "b.safetensors")  # doctest: +SKIP
 >>> out = predictor("photo.jpg", iuv=True)  # doctest: +SKIP
 >>> out["boxes"], out["scores"], out["iuv"].shape  # doctest: +SKIP
+>>> out.save("photo_densepose.png", "photo.jpg")  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -89,15 +90,22 @@ class Predictor:
             keywords (``optimize=False``, ``backend="torch"``, ``threads=4``...), which change
             ``options``. :attr:`backend` says which backend runs.
 
-    Each image may be a path, a PIL image or an H×W×3 uint8 RGB array; a list runs as one
-    batched forward pass on PyTorch (images are padded to the largest, bottom/right), image by
-    image on ONNX Runtime. Per image the result is a dict: ``boxes`` (float Tensor[K, 4],
-    XYXY, original image pixels), ``scores``, ``labels`` (1 = person), ``densepose`` (the
-    head's outputs: ``coarse_segm``, ``fine_segm``, ``u``, ``v``, ... box-relative, see
-    :mod:`fnl_detector.postprocess`) and ``image_size``
-    (H, W); with ``iuv=True`` also ``charts`` (per detection a (3, h, w) uint8 I/U/V chart of
-    its integer box) and ``iuv`` (the H×W×3 uint8 full-image raster of the detections scoring
-    above ``iuv_min_score``; the highest score wins overlaps). Tensors are on the CPU.
+    Each image may be a path, a PIL image, an H×W×3 uint8 RGB numpy array or a torch tensor
+    (uint8 0..255, C×H×W as torchvision or H×W×C); float arrays and tensors must hold 0..1
+    (torchvision's convention) and are scaled by 255, other float ranges are refused
+    (:func:`fnl_core.imaging.read_image`). A list runs as one batched forward pass on PyTorch
+    (images are padded to the largest, bottom/right) and image by image on ONNX Runtime.
+
+    Per image the result is a :class:`Prediction` (a dict) whose arrays are all CPU torch
+    tensors, whichever backend ran (torchvision's convention): ``boxes`` (float Tensor[K, 4],
+    XYXY, original image pixels), ``scores`` (float Tensor[K]), ``labels`` (int64 Tensor[K],
+    1 = person), ``densepose`` (the head's outputs: ``coarse_segm``, ``fine_segm``, ``u``,
+    ``v``, ... box-relative, see :mod:`fnl_detector.postprocess`) and ``image_size`` (H, W);
+    with ``iuv=True`` also ``charts`` (per detection a uint8 Tensor[3, h, w] I/U/V chart of its
+    integer box) and ``iuv`` (the uint8 Tensor[H, W, 3] full-image raster of the detections
+    scoring above ``iuv_min_score``; the highest score wins overlaps). ``result.numpy()``
+    gives the same with numpy arrays; ``result.plot(image)`` / ``result.save(path, image)``
+    draw it (:func:`fnl_core.visualize.draw_prediction`).
     """
 
     def __init__(
@@ -188,7 +196,8 @@ class Predictor:
     def __call__(
         self, images: Any, *, iuv: bool = False, iuv_min_score: float = 0.0
     ) -> dict[str, Any] | list[dict[str, Any]]:
-        """One image → one result dict; a list or tuple → a list (one batched forward)."""
+        """One image → one :class:`Prediction`; a list or tuple → a list of them (one batched
+        forward pass on PyTorch, image by image on ONNX Runtime)."""
         single = not isinstance(images, (list, tuple))
         batch = [images] if single else list(images)
         if not batch:
@@ -200,9 +209,11 @@ class Predictor:
             outputs = self.forward(tensors, originals)
         results = []
         for out, size in zip(outputs, originals, strict=True):
-            result = {**_to_cpu(out), "image_size": size}
+            result = Prediction({**_to_cpu(out), "image_size": size})
             if iuv:
-                result.update(full_image_iuv(result, iuv_min_score))
+                extra = full_image_iuv(result, iuv_min_score)
+                result["charts"] = [torch.from_numpy(chart) for chart in extra["charts"]]
+                result["iuv"] = torch.from_numpy(extra["iuv"])
             results.append(result)
         return results[0] if single else results
 
@@ -345,6 +356,59 @@ def full_image_iuv(result: dict[str, Any], min_score: float = 0.0) -> dict[str, 
     return {"charts": charts, "iuv": raster}
 
 
+class Prediction(dict):
+    """One image's result of :class:`Predictor`: a dict of CPU torch tensors (see there) with
+    Ultralytics-style helpers to convert and draw it."""
+
+    def numpy(self) -> Prediction:
+        """A copy with every tensor (also in ``densepose`` and ``charts``) as a numpy array."""
+        return Prediction(_to_numpy(dict(self)))
+
+    def plot(self, image: Any, *, min_score: float = 0.5) -> np.ndarray:
+        """``image`` (what was predicted on: a path, PIL image, array or tensor) with the
+        detections above ``min_score`` drawn on it (boxes, parts, U/V contours; as the pictures
+        of ``fnl predict``, :func:`fnl_core.visualize.draw_prediction`): an H×W×3 uint8 array."""
+        from fnl_core.visualize import draw_prediction
+
+        array = read_image(image, max_pixels=None)
+        if tuple(array.shape[:2]) != tuple(self["image_size"]):
+            raise InputError(
+                f"plot: the image is {array.shape[0]}x{array.shape[1]}, the prediction was made "
+                f"on {self['image_size'][0]}x{self['image_size'][1]}"
+            )
+        charts = self.get("charts")
+        if charts is None:
+            charts = full_image_iuv(self, min_score)["charts"]
+        if len(charts) != len(self["boxes"]):
+            raise InputError("plot draws chart models (I, U, V); this model predicts embeddings")
+        result = self.numpy()
+        return draw_prediction(
+            array,
+            result["boxes"].reshape(-1, 4),
+            result["scores"],
+            [np.asarray(chart) for chart in charts],
+            min_score=min_score,
+        )
+
+    def save(self, path: str | Path, image: Any, *, min_score: float = 0.5) -> Path:
+        """Write :meth:`plot` as a PNG to ``path`` (lossless); returns the path."""
+        from fnl_core.imaging import save_png
+
+        path = Path(path)
+        save_png(self.plot(image, min_score=min_score), path)
+        return path
+
+
+def _to_numpy(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().numpy()
+    if isinstance(value, dict):
+        return {k: _to_numpy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_to_numpy(v) for v in value]
+    return value
+
+
 def _to_cpu(value: Any) -> Any:
     if isinstance(value, torch.Tensor):
         value = value.detach()
@@ -357,6 +421,7 @@ def _to_cpu(value: Any) -> Any:
 __all__ = [
     "BACKENDS",
     "RESULT_KEYS",
+    "Prediction",
     "Predictor",
     "choose_backend",
     "full_image_iuv",

@@ -17,6 +17,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
+
 from fnl_core.results import encode_array, encode_iuv, make_result
 from fnl_detector.postprocess import (
     chart_confidences,
@@ -96,7 +98,7 @@ def _iuv_charts(prediction: Mapping[str, Any]) -> list[Any]:
     import torch
 
     if prediction.get("charts") is not None:
-        return list(prediction["charts"])
+        return [np.asarray(chart) for chart in prediction["charts"]]
     boxes = prediction["boxes"].detach().to(torch.float32).cpu()
     return densepose_to_iuv(
         boxes, {k: v.detach().cpu() for k, v in prediction["densepose"].items()}

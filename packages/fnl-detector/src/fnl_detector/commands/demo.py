@@ -66,15 +66,13 @@ def write_gallery(predictor: Any, dataset: Any, out_path: Path, count: int = 3) 
     import numpy as np
     from PIL import Image
 
-    from fnl_core.visualize import draw_ground_truth, draw_prediction, side_by_side
+    from fnl_core.visualize import draw_ground_truth, side_by_side
 
     rows = []
     for record in dataset.records[:count]:
         image = dataset.load_image(record)
         pred = predictor(image, iuv=True)
-        left = draw_prediction(
-            image, pred["boxes"].numpy(), pred["scores"].numpy(), pred["charts"], min_score=0.5
-        )
+        left = pred.plot(image, min_score=0.5)
         right = draw_ground_truth(image, record)
         rows.append(side_by_side(left, right, ("prediction (score > 0.5)", "ground truth")))
     width = max(r.shape[1] for r in rows)

@@ -287,6 +287,9 @@ class _PredictRun:
         scores = result["scores"].numpy()
         extras = detection_extras(result, self.embedder)
         is_cse = "embedding" in result["densepose"]
+        if not is_cse:  # the Predictor's tensors as the arrays the writer draws and encodes
+            result = {**result, "charts": [c.numpy() for c in result["charts"]]}
+            result["iuv"] = result["iuv"].numpy()
         kept = self.writer.add(
             item.path,
             item.name,
