@@ -89,6 +89,30 @@ def test_eval_weights_json_is_percent_of_training_evaluation(tiny: Path, capsys)
 
 
 @needs_eval
+def test_eval_threads_given_or_chosen_from_the_load(tiny: Path, capsys, monkeypatch) -> None:
+    import torch
+
+    from fnl_detector.train import recipes
+
+    before = torch.get_num_threads()
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(recipes.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(recipes.os, "getloadavg", lambda: (5.0, 5.0, 5.0))  # a busy machine
+    argv = ["eval", "--weights", str(tiny), *TOY, "--metrics", "bbox", "--json", "--no-progress"]
+    try:
+        torch.set_num_threads(2)
+        assert main([*argv, "--device", "cpu"]) == 0
+        assert torch.get_num_threads() == 1
+        assert main([*argv, "--device", "cpu", "--threads", "2"]) == 0
+        assert torch.get_num_threads() == 2
+        capsys.readouterr()
+        assert main([*argv, "--threads", "0"]) == 2
+        assert "--threads must be a positive number" in capsys.readouterr().err
+    finally:
+        torch.set_num_threads(before)
+
+
+@needs_eval
 def test_eval_metrics_subset(tiny: Path, capsys) -> None:
     argv = ["eval", "--weights", str(tiny), *TOY, "--metrics", "bbox,gps", "--json"]
     assert main([*argv, "--no-progress"]) == 0

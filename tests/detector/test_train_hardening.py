@@ -236,6 +236,19 @@ def test_thread_count_is_recorded_and_reused_on_resume(tmp_path):
     assert torch.get_num_threads() == 1
 
 
+def test_thread_count_follows_the_load_at_run_start_and_is_recorded(tmp_path, monkeypatch):
+    from fnl_detector.train import recipes
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(recipes.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(recipes.os, "getloadavg", lambda: (5.0, 5.0, 5.0))  # a busy machine
+    torch.set_num_threads(2)
+    run = tmp_path / "run"
+    Trainer(_config(), FakeDataset(), run, model=_fake(), progress=False).train(stop_at=1)
+    assert torch.get_num_threads() == 1
+    assert json.loads((run / "train_config.json").read_text())["num_threads"] == 1
+
+
 def test_ctrl_c_during_evaluation_abandons_it_at_once(tmp_path, monkeypatch):
     import time
 

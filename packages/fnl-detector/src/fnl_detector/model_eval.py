@@ -11,6 +11,7 @@ split) or, with ``--int8-weights DIR``, an int8 model saved by ``fnl quantize``.
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -139,13 +140,16 @@ def run_model_eval(
     num_calibration_images: int = 8,
     metrics: list[str] | None = None,
     progress: bool = True,
+    threads: int | None = None,
 ) -> dict[str, Any]:
     """What ``fnl eval --model/--weights`` runs (the ``fnl.model_evaluation`` entry
     ``detector``): the evaluator's metrics of the model chosen by ``model`` / ``weights`` /
     ``spec`` (:func:`fnl_detector.loading.resolve_model`) on ``split`` of ``data``.
 
     The cheap checks come first (data option typos, a missing fnl-quant, an unknown model or a
-    spec error), before torch is imported or anything is downloaded.
+    spec error), before torch is imported or anything is downloaded. On the CPU ``threads``
+    torch threads run it; None picks the count from the load as ``fnl train`` and ``fnl demo``
+    do (:func:`~fnl_detector.train.recipes.cpu_threads`), unless ``OMP_NUM_THREADS`` says it.
     """
     from fnl_core import groups, registry
     from fnl_detector.loading import resolve_model
@@ -164,6 +168,10 @@ def run_model_eval(
     from fnl_detector.loading import load_model, select_device
 
     target = select_device("cpu" if int8 else device)
+    if target.type == "cpu" and (threads is not None or "OMP_NUM_THREADS" not in os.environ):
+        from fnl_detector.train.recipes import cpu_threads
+
+        torch.set_num_threads(threads if threads is not None else cpu_threads())
     torch.manual_seed(0)
     if int8 and int8_weights is not None:  # an int8 model saved by fnl quantize
         detector = load_model(resolved.spec, int8_weights, overrides)

@@ -84,6 +84,13 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     )
     model.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     model.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="torch CPU threads (default: from the load, one when other work keeps the cores "
+        "busy, else one per core)",
+    )
+    model.add_argument(
         "--int8", action="store_true", help="evaluate the int8 post-training quantized model"
     )
     model.add_argument(
@@ -142,6 +149,7 @@ def _check_modes(args: argparse.Namespace) -> bool:
             raise ValueError("--int8-weights needs --int8")
         _positive(args.max_images, "--max-images")
         _positive(args.calibration_images, "--calibration-images")
+        _positive(args.threads, "--threads")
         return True
     model_only = [
         name
@@ -180,7 +188,10 @@ def _evaluate_model(args: argparse.Namespace) -> dict[str, Any]:
             "does not)"
         )
     run_model_eval = registry.get(MODEL_EVALUATION, MODEL_EVALUATION_ENTRY)
+    # only when given, so that model evaluations without a threads argument keep working
+    threads = {} if args.threads is None else {"threads": args.threads}
     return run_model_eval(
+        **threads,
         model=args.model,
         weights=args.weights,
         spec=args.spec,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -197,12 +198,20 @@ class Trainer:
         CPU kernels split their reductions by thread count, so the same run on 1 and on 2
         threads differs from the first step (measured: total loss 8.40856262 against
         8.40856235 at step 1 of a tiny toy run). A resumed run takes the count of the run
-        it continues unless one is given.
+        it continues unless one is given. Otherwise a single CPU process picks the count from
+        the load now (:func:`~fnl_detector.train.recipes.cpu_threads`: one thread when other
+        work keeps the cores busy, else one per core; as ``fnl demo`` does) unless
+        ``OMP_NUM_THREADS`` says it; GPUs and distributed runs keep torch's choice.
         """
         threads = config.num_threads
         saved = self.run_dir / CONFIG_FILE
         if threads is None and resume and saved.is_file():
             threads = TrainConfig.model_validate_json(saved.read_text()).num_threads
+        single_cpu = self.device.type == "cpu" and not self.dist.enabled
+        if threads is None and single_cpu and "OMP_NUM_THREADS" not in os.environ:
+            from fnl_detector.train.recipes import cpu_threads
+
+            threads = cpu_threads()
         if threads is None:
             threads = torch.get_num_threads()
         torch.set_num_threads(threads)
