@@ -10,6 +10,7 @@ import argparse
 import numpy as np
 import pytest
 import torch
+from detector_standins import missing_zoo
 
 from fnl_core.cli import main
 from fnl_core.errors import InputError
@@ -21,6 +22,9 @@ from fnl_detector.weights import read_weights
 TOY = "mobile_parsing_rcnn_b_toy"
 
 
+@pytest.mark.skipif(
+    bool(missing_zoo()), reason=f"the toy model's parts need {', '.join(missing_zoo())}"
+)
 def test_predictor_of_a_named_model_has_its_weights():
     predictor = Predictor(TOY, device="cpu", backend="torch", optimize=False)
     saved = read_weights(get_card(TOY).packaged_weights())
