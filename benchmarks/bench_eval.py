@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Speed of the fnl-eval DensePose evaluator on synthetic data (prints JSON).
 
 1,000 GT persons × 100 points on 250 images, one jittered detection per person plus one false

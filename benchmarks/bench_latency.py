@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """CPU/GPU latency of detector presets and of each inference speed-up of the Predictor (JSON).
 
     uv run python benchmarks/bench_latency.py [--size 512] [--detections 5] [--runs 5]

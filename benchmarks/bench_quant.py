@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """float32 vs int8 Mobile Parsing R-CNN (B): size, CPU latency, DensePose deviation (prints JSON).
 
 Paper Table 6 (B s3x test-tuned, 512 px, CPU): 13.8 MB → 4.3 MB, 4.976 → 8.310 FPS (1.67×).

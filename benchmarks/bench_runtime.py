@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """ONNX Runtime (fnl-runtime, fp32 and int8) against the PyTorch Predictor (JSON).
 
     uv run python benchmarks/bench_runtime.py [--model mobile_parsing_rcnn_b] [--size 512]

@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Texture error and speed of fnl_core.texture on toy humans, where the truth is known (prints
 JSON; docs/texture.md).
 

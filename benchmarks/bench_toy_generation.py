@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Speed of toy-humans generation (render + JPEG + DensePose-COCO JSON), printed as JSON.
 
     uv run python benchmarks/bench_toy_generation.py [--images 100] [--width 320 --height 240]
