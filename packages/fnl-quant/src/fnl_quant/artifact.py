@@ -13,6 +13,7 @@ the saved unit list (no calibration), converts, and loads the state dict strictl
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +87,11 @@ def load_quantized(float_model: nn.Module, directory: str | Path) -> nn.Module:
         model = quantizer.convert(prepared)
     path = Path(directory) / WEIGHTS_FILE
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # torch rebuilds quantized tensors through its own deprecated TypedStorage; the
+            # warning is about torch's code, not the file or the caller
+            warnings.filterwarnings("ignore", "TypedStorage is deprecated", UserWarning)
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         from fnl_core.errors import WeightsError, checkpoint_load_reason
 
