@@ -7,6 +7,8 @@ import importlib.util
 import io
 import os
 import pickle
+import subprocess
+import sys
 from collections import OrderedDict
 from pathlib import Path
 
@@ -238,6 +240,19 @@ def test_bad_files_fail_clearly(tmp_path, name, content, message):
 def test_missing_file(tmp_path):
     with pytest.raises(ConversionError, match="does not exist"):
         read_checkpoint(tmp_path / "nope.pth")
+
+
+def test_convert_command_refuses_a_missing_checkpoint_before_importing_torch(tmp_path):
+    code = (
+        "import sys; from fnl_core.cli import main; "
+        f"rc = main(['convert', {str(tmp_path / 'nope.pth')!r}, '--spec', "
+        f"'mobile_parsing_rcnn_b', '--out', {str(tmp_path / 'w.safetensors')!r}]); "
+        "print(rc, 'torch' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.stdout.split() == ["2", "False"], done.stdout + done.stderr
+    assert done.stderr.strip().endswith("nope.pth does not exist")
+    assert len(done.stderr.strip().splitlines()) == 1
 
 
 # ------------------------------------------------------------------ strict loading

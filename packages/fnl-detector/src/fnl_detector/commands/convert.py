@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from fnl_core.command import Command
 from fnl_detector.commands import add_overrides_argument, check_spec_arguments, progress
@@ -38,6 +39,10 @@ def _configure(parser: argparse.ArgumentParser) -> None:
 def _run(args: argparse.Namespace) -> int:
     if not args.out.endswith(".safetensors"):
         print(f"fnl convert: --out {args.out!r} must end with .safetensors", file=sys.stderr)
+        return 2
+    if not Path(args.checkpoint).is_file():  # before torch is imported (seconds)
+        kind = "is not a file" if Path(args.checkpoint).exists() else "does not exist"
+        print(f"fnl convert: checkpoint {args.checkpoint} {kind}", file=sys.stderr)
         return 2
     check_spec_arguments(args)  # a spec typo fails before torch is imported
     from fnl_core.outputs import check_output_file
