@@ -87,6 +87,18 @@ def test_resume_needs_a_run(tmp_path, capsys):
     assert rc == 2 and "holds no run to resume" in capsys.readouterr().err
 
 
+def test_bad_data_is_reported_before_the_recipe_is_announced(tmp_path, capsys):
+    argv = ["train", "mobile_parsing_rcnn_b", "--out", str(tmp_path / "run"), "--data"]
+    assert fnl([*argv, "tyo"]) == 2
+    out, err = capsys.readouterr()
+    assert "recipe" not in out and "did you mean 'toy'" in err
+    assert fnl([*argv, "toy", "--data-set", "num_images={train:40}"]) == 2
+    out, err = capsys.readouterr()
+    assert "recipe" not in out and "invalid spec" not in err
+    assert err.count("\n") == 1 and "values are JSON" in err
+    assert """num_images='{"train": 40}'""" in err
+
+
 def test_recipe_choice():
     assert choose_recipe("auto", "toy", "cpu") == "cpu-toy"
     assert choose_recipe("auto", "toy:/data", "cpu") == "cpu-toy"

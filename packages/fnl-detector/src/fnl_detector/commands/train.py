@@ -298,6 +298,12 @@ def _run(args: argparse.Namespace) -> int:
             raise InputError("--init-weights starts a new run; --resume continues one: pick one")
         if not Path(args.init_weights).is_file():
             raise InputError(f"--init-weights {args.init_weights}: no such file")
+    # --data and --data-set are checked before the recipe is chosen and announced
+    source = parse_data(
+        args.data, args.data_options, args.train_split, args.val_split, args.surface
+    )
+    if source.val_split:  # fnl-eval is optional: fail now, not after training
+        require_evaluator(source.surface, purpose="fnl train's evaluation")
     if args.resume:
         spec = resumed_spec(out, spec_overrides)
         config = resumed_config(out, explicit_options(args, train_options))
@@ -319,11 +325,6 @@ def _run(args: argparse.Namespace) -> int:
                     f"fnl train: recipe {recipe}: skipped {', '.join(skipped)} (not options "
                     "of this spec's components)"
                 )
-    source = parse_data(
-        args.data, args.data_options, args.train_split, args.val_split, args.surface
-    )
-    if source.val_split:  # fnl-eval is optional: fail now, not after training
-        require_evaluator(source.surface, purpose="fnl train's evaluation")
     dist_utils.init(info, select_device(config.device, info.local_rank))
     # rank 0 generates / indexes the data first; the others then read the cached files
     if not info.is_main:

@@ -9,8 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import ValidationError
+
 from fnl_core import groups, registry
-from fnl_core.spec import deep_merge, parse_override
+from fnl_core.spec import deep_merge, format_validation_error, parse_override
 
 
 @dataclass
@@ -52,7 +54,17 @@ def parse_data(
         data["root"] = root
     for opt in options or []:
         data = deep_merge(data, parse_override(opt))
-    config = cls.model_validate(data)
+    try:
+        config = cls.model_validate(data)
+    except ValidationError as exc:
+        problems = format_validation_error(exc).replace("\n", "; ")
+        hint = ""
+        if options:
+            hint = (
+                " (--data-set values are JSON: quote keys and strings, e.g. "
+                "num_images='{\"train\": 40}')"
+            )
+        raise ValueError(f"--data {text}: invalid dataset options: {problems}{hint}") from None
     defaults = _DEFAULTS.get(name, {"train_split": "train", "val_split": None, "surface": None})
     return DataSource(
         config=config,
