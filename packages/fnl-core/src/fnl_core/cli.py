@@ -8,6 +8,7 @@ does real work, so ``fnl --help`` and ``fnl list`` never import torch.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
@@ -46,6 +47,36 @@ class CliError(Exception):
     """An error to report as one line on stderr with exit code 2 (no traceback)."""
 
 
+_ROLE = re.compile(r":[a-z]+(?::[a-z]+)?:`~?([^`<]*?)(?:\s*<[^`>]*>)?`")
+_LITERAL = re.compile(r"``(.+?)``", re.S)
+
+
+def plain_text(text: str | None) -> str | None:
+    """Help text without reStructuredText markup (command descriptions and option help come
+    from docstrings): ``:func:`~a.b.c``` becomes ``c``, ``:mod:`a.b``` ``a.b`` and
+    double-backquoted literals lose their backquotes."""
+    if not text:
+        return text
+
+    def role(match: re.Match[str]) -> str:
+        target = match.group(1).strip()
+        return (
+            target.rsplit(".", 1)[-1] if match.group(0).split("`", 1)[1].startswith("~") else target
+        )
+
+    return _LITERAL.sub(r"\1", _ROLE.sub(role, text))
+
+
+def _plain_help(parser: argparse.ArgumentParser) -> None:
+    """:func:`plain_text` over a parser's description and every option's help."""
+    parser.description = plain_text(parser.description)
+    for action in parser._actions:
+        if isinstance(action.help, str):
+            action.help = plain_text(action.help)
+    for group in parser._action_groups:
+        group.description = plain_text(group.description)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fnl",
@@ -67,7 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
                 file=sys.stderr,
             )
             continue
-        p = sub.add_parser(info.name, help=cmd.help, description=cmd.description or cmd.help)
+        p = sub.add_parser(
+            info.name, help=plain_text(cmd.help), description=cmd.description or cmd.help
+        )
         try:
             cmd.configure(p)
         except Exception as exc:
@@ -77,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
                 file=sys.stderr,
             )
             continue
+        _plain_help(p)
         p.set_defaults(_run=cmd.run)
     return parser
 
