@@ -278,3 +278,62 @@ def test_bench_plain_times_the_unoptimised_model(tiny_components, tmp_path):
     )
     assert torch_user["optimizations"]["fold_bn"] == 1
     assert torch_user["optimizations"]["channels_last"]
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+def test_bench_stages_on_each_backend(tiny_components, tmp_path, backend):
+    """`fnl bench --stages`: per-stage medians on the backend that runs (module hooks on
+    PyTorch, the node profiler on ONNX Runtime), every stage of the model present."""
+    from fnl_detector.commands.bench import run_benchmark
+    from fnl_detector.predictor import onnxruntime_installed
+
+    if backend == "onnxruntime" and not onnxruntime_installed():
+        pytest.skip("onnxruntime not installed")
+    spec_file = tmp_path / "tiny.json"
+    spec_file.write_text(json.dumps(tiny_spec()))
+    (row,) = run_benchmark(
+        [str(spec_file)],
+        size=96,
+        detections=3,
+        runs=2,
+        warmup=0,
+        device="cpu",
+        overrides=["rpn.post_nms_top_n_test=60"],
+        backend=backend,
+        stages=True,
+    )
+    assert row["optimizations"]["backend"] == backend
+    stages = row["stages"]
+    for name in (
+        "backbone",
+        "RPN + NMS",
+        "box pooling",
+        "box head",
+        "DensePose pooling",
+        "DensePose head",
+        "outside the network",
+        "chart pasting",
+    ):
+        assert stages[name] > 0, (name, stages)
+    assert sum(stages.values()) < 50 * row["median_ms"] + 1000
+
+
+def test_onnx_node_stages_follow_the_module_tree():
+    from fnl_detector.stages import INPUT, node_stage, onnx_profile_stages
+
+    assert node_stage("/backbone/body/blocks/Conv") == "backbone"
+    assert node_stage("/roi_heads/box_pooler/RoiAlign_1") == "box pooling"
+    assert node_stage("/roi_heads/box_head/conv1/Conv") == "box head"
+    assert node_stage("/roi_heads/TopK") == "box selection"
+    assert node_stage("/roi_heads/densepose_pooler/RoiAlign") == "DensePose pooling"
+    assert node_stage("/Cast") == INPUT
+    # nodes the runtime inserts belong to the stage run before them
+    assert node_stage("ReorderOutput_token_3", "box head") == "box head"
+    events = [
+        {"cat": "Session", "name": "model_run", "ts": 0, "dur": 10_000},
+        {"cat": "Node", "name": "/neck/Conv_kernel_time", "ts": 10, "dur": 4_000},
+        {"cat": "Node", "name": "Reorder_token_1_kernel_time", "ts": 5_000, "dur": 1_000},
+        {"cat": "Node", "name": "/neck/Conv_fence_before", "ts": 9, "dur": 0},
+    ]
+    (run,) = onnx_profile_stages(events)
+    assert run == {"neck": 5.0, "graph overhead": 5.0}

@@ -75,6 +75,13 @@ def _configure(parser: argparse.ArgumentParser) -> None:
         help="run torchvision's single-threaded RoIAlign/NMS kernels on pieces side by side "
         "(default; bit-identical results)",
     )
+    parser.add_argument(
+        "--stages",
+        action="store_true",
+        help="also time each stage (backbone, neck, RPN + NMS, box pooling, box head, DensePose "
+        "pooling and head, chart pasting) on the backend that runs, with --runs runs after the "
+        "timing (ONNX Runtime: its node profiler; PyTorch: module hooks)",
+    )
     parser.add_argument("--json", action="store_true", help="print a JSON list")
 
 
@@ -94,6 +101,7 @@ def run_benchmark(
     channels_last: bool = True,
     parallel_ops: bool = True,
     backend: str = "auto",
+    stages: bool = False,
     progress: Any = None,
 ) -> list[dict[str, Any]]:
     """Median latency of each model's :class:`~fnl_detector.Predictor` on one uint8 image
@@ -105,6 +113,8 @@ def run_benchmark(
     ``backend`` (``"auto"`` as the Predictor picks it; ``"onnxruntime"``: exported and verified
     first; ``plain`` is always PyTorch).
     ``ratio`` is the speed-up over the first model: its median divided by this one's.
+    ``stages``: each row also gets ``stages`` (median ms per stage,
+    :func:`fnl_detector.stages.stage_times`), measured after the timed runs.
     """
     import torch
 
@@ -160,7 +170,13 @@ def run_benchmark(
         [lambda p=p: p(pixels) for p in predictors], runs=runs, warmup=warmup, sync=sync
     )
     medians = [median(t) for t in times]
-    return [
+    stage_ms: list[dict[str, float] | None] = [None] * len(predictors)
+    if stages:
+        from fnl_detector.stages import stage_times
+
+        say("timing the stages...")
+        stage_ms = [stage_times(p, pixels, runs=runs) for p in predictors]
+    rows = [
         {
             "name": str(name),
             "params": n_params,
@@ -176,6 +192,10 @@ def run_benchmark(
         }
         for name, n_params, med, p in zip(labels, params, medians, predictors)
     ]
+    for row, ms in zip(rows, stage_ms, strict=True):
+        if ms is not None:
+            row["stages"] = ms
+    return rows
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -202,6 +222,7 @@ def _run(args: argparse.Namespace) -> int:
         channels_last=args.channels_last,
         parallel_ops=args.parallel_ops,
         backend=args.backend,
+        stages=args.stages,
         progress=lambda message: print(message, file=sys.stderr, flush=True),
     )
     if args.json:
@@ -218,6 +239,12 @@ def _run(args: argparse.Namespace) -> int:
     for r in rows:
         name, params, ms, ratio = r["name"], r["params"], r["median_ms"], r["ratio"]
         print(f"{name:<{width}}  {params:>12,}  {ms:>10.1f}  {ratio:>7.2f}x")
+    for r in rows:
+        if "stages" in r:
+            total = sum(r["stages"].values()) or 1.0
+            print(f"\nstages of {r['name']} ({r['optimizations']['backend']}, median ms, share)")
+            for stage, ms in r["stages"].items():
+                print(f"  {stage:<24} {ms:>8.1f}  {100 * ms / total:>5.1f} %")
     return 0
 
 

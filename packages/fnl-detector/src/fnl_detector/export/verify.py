@@ -39,9 +39,16 @@ def reference_outputs(model: DensePoseRCNN, image: np.ndarray) -> dict[str, np.n
     return out
 
 
-def onnx_session(path: str | Path, threads: int | None = None, *, spin: bool = True) -> Any:
+def onnx_session(
+    path: str | Path,
+    threads: int | None = None,
+    *,
+    spin: bool = True,
+    profile_prefix: str | None = None,
+) -> Any:
     """An onnxruntime CPU session of ``path`` with ``threads`` intra-op threads; ``spin=False``
-    keeps idle pool threads from busy-waiting (kinder to a machine shared with other work)."""
+    keeps idle pool threads from busy-waiting (kinder to a machine shared with other work).
+    ``profile_prefix``: profile every node (``session.end_profiling()`` writes the JSON)."""
     _, ort = require_export_deps(need_onnx=False)
     options = ort.SessionOptions()
     if threads:
@@ -49,6 +56,9 @@ def onnx_session(path: str | Path, threads: int | None = None, *, spin: bool = T
         options.inter_op_num_threads = 1
     if not spin:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if profile_prefix is not None:
+        options.enable_profiling = True
+        options.profile_file_prefix = profile_prefix
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
