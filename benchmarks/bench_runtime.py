@@ -3,6 +3,7 @@
 
     uv run python benchmarks/bench_runtime.py [--model mobile_parsing_rcnn_b] [--size 512]
         [--detections 5] [--runs 10] [--threads 1 2] [--weights W] [--calib-images 8]
+        [--busy N]
 
 One model (random weights with BatchNorm calibrated on the image, or ``--weights``), one fixed
 uint8 image at the test size with exactly K detections. The model is exported once
@@ -20,6 +21,8 @@ Each row gives the median and the spread (min, max) over the runs, the ratios to
 model, to the Predictor and to ONNX Runtime fp32, the
 1-minute load average before and after (the machine may be shared: compare rows of one run
 only), file sizes, and for int8 the time spent per operator type (onnxruntime profile).
+``--busy N`` starts N processes that each keep one core busy (``while 1: pass``) for the
+timed runs and stops them afterwards (a machine shared with other work).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -85,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--calib-images", type=int, default=8)
+    parser.add_argument("--busy", type=int, default=0, help="spinning processes while timing")
     args = parser.parse_args(argv)
 
     torch.manual_seed(0)
@@ -128,7 +133,15 @@ def main(argv: list[str] | None = None) -> int:
                 lambda: predictor(pixels),
                 *(lambda r=r: r(pixels) for r in runtimes.values()),
             ]
-            times = time_models(fns, runs=args.runs, warmup=args.warmup)
+            spinners = [
+                subprocess.Popen([sys.executable, "-c", "while 1: pass"]) for _ in range(args.busy)
+            ]
+            try:
+                times = time_models(fns, runs=args.runs, warmup=args.warmup)
+            finally:
+                for p in spinners:
+                    p.kill()
+                    p.wait()
             load_after = os.getloadavg()[0]
             med = dict(zip(["pytorch_plain", "pytorch", *runtimes], (median(t) for t in times)))
             for (path, ms), t in zip(med.items(), times):
@@ -154,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         "runs": args.runs,
         "cpu_count": os.cpu_count(),
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", ""),
+        "busy_processes": args.busy,
         "file_bytes": sizes,
         "int8_size_ratio": round(sizes[INT8_FILE] / sizes[MODEL_FILE], 3),
         "rows": rows,

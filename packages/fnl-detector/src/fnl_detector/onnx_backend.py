@@ -26,7 +26,7 @@ from fnl_core.errors import InputError
 from fnl_core.files import fsync_dir
 
 #: Export format of the cache entries; part of the key, bumped when exports change.
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 
 
 def model_key(model: Any, opset: int) -> str:
