@@ -31,6 +31,7 @@ DETECTOR_LAYERS = {
     "fnl_detector.commands": 6,  # one module per fnl subcommand; the only place for argparse
     "fnl_detector.predictor": 5,  # running a model for users
     "fnl_detector.onnx_backend": 5,
+    "fnl_detector.stages": 5,  # per-stage timing of fnl bench --stages (runs a Predictor)
     "fnl_detector.train": 5,  # training and its evaluation
     "fnl_detector.model_eval": 5,  # fnl eval --model (the fnl.model_evaluation entry)
     "fnl_detector.results": 4,  # predictions as DensePose-COCO results
