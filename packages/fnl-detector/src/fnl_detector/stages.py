@@ -96,7 +96,7 @@ def _medians(per_run: list[dict[str, float]]) -> dict[str, float]:
     }
 
 
-def _time_charts(predictor: Any, result: Any) -> float:
+def _time_charts(result: Any) -> float:
     from fnl_detector.predictor import full_image_iuv
 
     t0 = time.perf_counter()
@@ -123,7 +123,7 @@ def _onnx_stages(predictor: Any, image: Any, runs: int) -> list[dict[str, float]
                 t0 = time.perf_counter()
                 result = predictor(image)
                 walls.append((time.perf_counter() - t0) * 1e3)
-                charts.append(_time_charts(predictor, result))
+                charts.append(_time_charts(result))
         finally:
             backend.session = own
         events = json.loads(Path(session.end_profiling()).read_text())
@@ -175,7 +175,7 @@ def _torch_stages(predictor: Any, image: Any, runs: int) -> list[dict[str, float
             children = sum(v for k, v in module_ms.items() if k.startswith("roi_heads."))
             times["box selection"] = max(heads - children, 0.0)
             times[OUTSIDE] = max(wall - sum(times.values()), 0.0)
-            times[CHARTS] = _time_charts(predictor, result)
+            times[CHARTS] = _time_charts(result)
             per_run.append(times)
     finally:
         for h in handles:
