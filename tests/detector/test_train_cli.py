@@ -3,6 +3,7 @@ with the saved spec, Ctrl-C (exit 130)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import signal
 import subprocess
@@ -87,6 +88,10 @@ def test_resume_needs_a_run(tmp_path, capsys):
     assert rc == 2 and "holds no run to resume" in capsys.readouterr().err
 
 
+@pytest.mark.skipif(
+    bool(missing_zoo()) or importlib.util.find_spec("fnl_data") is None,
+    reason="the preset and the toy dataset need fnl-backbones, fnl-necks, fnl-heads and fnl-data",
+)
 def test_bad_data_is_reported_before_the_recipe_is_announced(tmp_path, capsys):
     argv = ["train", "mobile_parsing_rcnn_b", "--out", str(tmp_path / "run"), "--data"]
     assert fnl([*argv, "tyo"]) == 2
