@@ -89,15 +89,20 @@ def test_sizes_and_flips_come_from_the_batch_sampler():
     assert all(size == 0 for batch in never for _, _, size in batch)
 
 
-def test_presized_training_input_is_only_normalised_and_filtered():
-    transform = ImageTransform(
-        min_size_train=[100],
+def _identity_transform(short_side: int) -> ImageTransform:
+    """A training transform that only pads (mean 0, std 1), one training size."""
+    return ImageTransform(
+        min_size_train=[short_side],
         max_size_train=1333,
-        min_size_test=100,
+        min_size_test=short_side,
         max_size_test=1333,
-        pixel_mean=[0.0, 0.0, 0.0],
-        pixel_std=[1.0, 1.0, 1.0],
+        pixel_mean=[0.0] * 3,
+        pixel_std=[1.0] * 3,
     ).train()
+
+
+def test_presized_training_input_is_only_normalised_and_filtered():
+    transform = _identity_transform(100)
     image = torch.rand(3, 40, 53) * 255
     target = {
         "boxes": torch.tensor([[1.25, 2.5, 30.0, 39.0], [0.0, 0.0, 60.0, 3.0]]),
@@ -110,14 +115,7 @@ def test_presized_training_input_is_only_normalised_and_filtered():
 
 
 def test_one_training_size_draws_no_random_number():
-    transform = ImageTransform(
-        min_size_train=[32],
-        max_size_train=1333,
-        min_size_test=32,
-        max_size_test=1333,
-        pixel_mean=[0.0] * 3,
-        pixel_std=[1.0] * 3,
-    ).train()
+    transform = _identity_transform(32)
     torch.manual_seed(5)
     transform([torch.zeros(3, 16, 16)], [{"boxes": torch.tensor([[1.0, 1, 8, 8]])}])
     after = torch.rand(())
