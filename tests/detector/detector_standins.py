@@ -198,3 +198,13 @@ def fnl_fresh(
         raise AssertionError(f"fnl {' '.join(args)} did not return (rc {done.returncode}):\n"
                              f"{done.stdout}\n{done.stderr}")  # fmt: skip
     return done.returncode, done.stderr, lines[-1].split()[1:]
+
+
+def smooth_picture(h: int = 96, w: int = 128, seed: int = 0) -> Any:
+    """An H×W×3 uint8 test picture: random colours upsampled (smooth, like a photo's)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    low = (rng.random((h // 8, w // 8, 3)) * 255).astype(np.uint8)
+    return np.asarray(Image.fromarray(low).resize((w, h), Image.BICUBIC)).copy()

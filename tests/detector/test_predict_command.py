@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from detector_standins import tiny_spec
+from detector_standins import smooth_picture, tiny_spec
 from PIL import Image
 
 from fnl_core.cli import main
@@ -17,19 +17,13 @@ from fnl_detector.analysis import calibrate_batch_norm
 from fnl_detector.weights import save_weights
 
 
-def _picture(h=96, w=128, seed=0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    low = (rng.random((h // 8, w // 8, 3)) * 255).astype(np.uint8)
-    return np.asarray(Image.fromarray(low).resize((w, h), Image.BICUBIC)).copy()
-
-
 @pytest.fixture
 def weights(tiny_components, tmp_path):
     """Tiny model weights with the spec in the safetensors metadata (no --spec needed)."""
     torch.manual_seed(0)
     model = build_detector(tiny_spec(test={"score_thresh": 0.0, "detections_per_image": 3}))
     model.eval()
-    calibrate_batch_norm(model, [torch.from_numpy(_picture()).permute(2, 0, 1).float()])
+    calibrate_batch_norm(model, [torch.from_numpy(smooth_picture()).permute(2, 0, 1).float()])
     path = tmp_path / "tiny.safetensors"
     save_weights(model.state_dict(), path, {"spec": json.dumps(model.spec.to_dict())})
     return path
@@ -43,7 +37,7 @@ def test_folder_in_name_order_with_outputs(weights, tmp_path):
     folder = tmp_path / "frames"
     folder.mkdir()
     for k, name in enumerate(["b.png", "a.png", "c.jpg"]):
-        Image.fromarray(_picture(seed=k)).save(folder / name)
+        Image.fromarray(smooth_picture(seed=k)).save(folder / name)
     out = tmp_path / "out"
     assert _predict(str(folder), "--weights", str(weights), "--out", str(out)) == 0
     images = json.loads((out / "images.json").read_text())
@@ -60,9 +54,9 @@ def test_folder_in_name_order_with_outputs(weights, tmp_path):
 def test_bad_files_are_reported_and_skipped(weights, tmp_path, capsys):
     folder = tmp_path / "mixed"
     folder.mkdir()
-    Image.fromarray(_picture()).save(folder / "good.png")
+    Image.fromarray(smooth_picture()).save(folder / "good.png")
     (folder / "notes.jpg").write_text("this is not a picture")
-    Image.fromarray(_picture(seed=1)).save(folder / "cut.png")
+    Image.fromarray(smooth_picture(seed=1)).save(folder / "cut.png")
     data = (folder / "cut.png").read_bytes()
     (folder / "cut.png").write_bytes(data[: len(data) // 2])
     (folder / "empty.png").write_bytes(b"")
@@ -81,7 +75,7 @@ def test_bad_files_are_reported_and_skipped(weights, tmp_path, capsys):
 def test_same_file_names_in_two_folders_do_not_collide(weights, tmp_path):
     for k, sub in enumerate(("a", "b")):
         (tmp_path / sub).mkdir()
-        Image.fromarray(_picture(seed=k)).save(tmp_path / sub / "x.jpg")
+        Image.fromarray(smooth_picture(seed=k)).save(tmp_path / sub / "x.jpg")
     out = tmp_path / "out"
     args = [str(tmp_path / "a"), str(tmp_path / "b"), "--weights", str(weights), "--out", str(out)]
     assert _predict(*args) == 0
@@ -105,7 +99,7 @@ def test_exif_orientation_is_applied(weights, tmp_path):
     path = tmp_path / "phone.jpg"
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90° clockwise to display
-    Image.fromarray(_picture(96, 128)).save(path, exif=exif)
+    Image.fromarray(smooth_picture(96, 128)).save(path, exif=exif)
     out = tmp_path / "out"
     assert _predict(str(path), "--weights", str(weights), "--out", str(out)) == 0
     (entry,) = json.loads((out / "images.json").read_text())
@@ -128,7 +122,7 @@ def test_ctrl_c_keeps_what_was_done(weights, tmp_path, monkeypatch, capsys):
     folder = tmp_path / "many"
     folder.mkdir()
     for k in range(4):
-        Image.fromarray(_picture(seed=k)).save(folder / f"{k}.png")
+        Image.fromarray(smooth_picture(seed=k)).save(folder / f"{k}.png")
     calls = {"n": 0}
     original = Predictor.__call__
 
@@ -151,7 +145,7 @@ def test_batches_give_the_same_results(weights, tmp_path):
     folder = tmp_path / "same"
     folder.mkdir()
     for k in range(3):
-        Image.fromarray(_picture(seed=k)).save(folder / f"{k}.png")
+        Image.fromarray(smooth_picture(seed=k)).save(folder / f"{k}.png")
     outs = []
     for batch in ("1", "3"):
         out = tmp_path / f"out{batch}"
@@ -168,7 +162,7 @@ def test_batches_give_the_same_results(weights, tmp_path):
 def test_missing_spec_is_a_one_line_error(tiny_components, tmp_path, capsys):
     bare = tmp_path / "bare.safetensors"
     save_weights(build_detector(tiny_spec()).state_dict(), bare)
-    Image.fromarray(_picture()).save(tmp_path / "x.png")
+    Image.fromarray(smooth_picture()).save(tmp_path / "x.png")
     assert _predict(str(tmp_path / "x.png"), "--weights", str(bare), "--out", "o") == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "no --spec given" in err
@@ -180,7 +174,7 @@ def test_thin_images_are_skipped_and_named_and_max_pixels_is_an_option(weights, 
     size limit that only the API had."""
     folder = tmp_path / "in"
     folder.mkdir()
-    Image.fromarray(_picture()).save(folder / "good.png")
+    Image.fromarray(smooth_picture()).save(folder / "good.png")
     Image.fromarray(np.zeros((3, 20000, 3), np.uint8)).save(folder / "strip.png")
     out = tmp_path / "out"
     assert _predict(str(folder), "--weights", str(weights), "--out", str(out)) == 1

@@ -7,19 +7,13 @@ import json
 import numpy as np
 import pytest
 import torch
-from detector_standins import tiny_spec
+from detector_standins import smooth_picture, tiny_spec
 from PIL import Image
 
 from fnl_core.cli import main
 from fnl_detector import build_detector
 from fnl_detector.analysis import calibrate_batch_norm
 from fnl_detector.weights import save_weights
-
-
-def _picture(h=96, w=128, seed=0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    low = (rng.random((h // 8, w // 8, 3)) * 255).astype(np.uint8)
-    return np.asarray(Image.fromarray(low).resize((w, h), Image.BICUBIC)).copy()
 
 
 @pytest.fixture
@@ -33,7 +27,7 @@ def weights(tiny_components, tmp_path):
                 module.weight.zero_()
                 module.bias.zero_()
                 module.bias[1 if name.endswith("coarse_segm") else 5] = 10.0
-    calibrate_batch_norm(model, [torch.from_numpy(_picture()).permute(2, 0, 1).float()])
+    calibrate_batch_norm(model, [torch.from_numpy(smooth_picture()).permute(2, 0, 1).float()])
     path = tmp_path / "tiny.safetensors"
     save_weights(model.state_dict(), path, {"spec": json.dumps(model.spec.to_dict())})
     return path
@@ -44,7 +38,7 @@ def frames(tmp_path):
     folder = tmp_path / "frames"
     folder.mkdir()
     for k in range(3):
-        Image.fromarray(_picture(seed=0)).save(folder / f"{k}.png")  # a still "video"
+        Image.fromarray(smooth_picture(seed=0)).save(folder / f"{k}.png")  # a still "video"
     return folder
 
 
@@ -85,7 +79,7 @@ def test_retexture_images_and_errors(weights, frames, tmp_path, capsys):
     assert code == 1 and "skipped" in capsys.readouterr().err
     painted = np.asarray(Image.open(out / "0_retextured.png"))
     assert painted.shape == (96, 128, 3)
-    changed = (painted != _picture(seed=0)).any(-1)
+    changed = (painted != smooth_picture(seed=0)).any(-1)
     assert changed.any() and (painted[changed] == (255, 0, 255)).all()
     bad = tmp_path / "bad.png"
     Image.fromarray(np.zeros((50, 64, 3), np.uint8)).save(bad)
@@ -101,7 +95,7 @@ def test_texture_and_retexture_on_a_video(weights, tmp_path):
     video = tmp_path / "clip.mp4"
     with VideoWriter(video, 5, 128, 96) as writer:
         for _ in range(4):
-            writer.write(_picture(seed=0))
+            writer.write(smooth_picture(seed=0))
     out = tmp_path / "out"
     assert _run("texture", str(video), "--weights", str(weights), "--out", str(out),
                 "--tile", "16") == 0  # fmt: skip

@@ -48,4 +48,21 @@ def score_fraction(text: str) -> float:
     return value
 
 
-__all__ = ["non_negative_int", "positive_float", "positive_int", "score_fraction"]
+def add_min_score_argument(parser: argparse.ArgumentParser, what: str) -> None:
+    """The ``--min-score`` option of the commands that draw or keep detections (default 0.8);
+    ``what`` says what keeps the detections above it."""
+    parser.add_argument(
+        "--min-score",
+        type=score_fraction,
+        default=0.8,
+        help=f"{what} keep detections above this score, in [0, 1] (default 0.8)",
+    )
+
+
+__all__ = [
+    "add_min_score_argument",
+    "non_negative_int",
+    "positive_float",
+    "positive_int",
+    "score_fraction",
+]

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fnl_core.arguments import positive_int, score_fraction
+from fnl_core.arguments import add_min_score_argument, positive_int
 from fnl_core.command import Command
 from fnl_core.outputs import add_overwrite_argument
 
@@ -26,12 +26,7 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR_OR_VIDEO")
     parser.add_argument("--out", required=True, help="output folder")
     add_overwrite_argument(parser)
-    parser.add_argument(
-        "--min-score",
-        type=score_fraction,
-        default=0.8,
-        help="pictures and IUV rasters keep detections above this (default 0.8)",
-    )
+    add_min_score_argument(parser, "pictures and IUV rasters")
     parser.add_argument("--int8", action="store_true", help="run the folder's int8 graph")
     parser.add_argument(
         "--max-pixels",

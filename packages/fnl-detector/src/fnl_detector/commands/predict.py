@@ -29,13 +29,13 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from fnl_core.arguments import add_min_score_argument
 from fnl_core.command import Command
 from fnl_core.outputs import add_overwrite_argument
 from fnl_detector.commands import (
     add_overrides_argument,
     check_spec_arguments,
     positive_int,
-    score_fraction,
 )
 from fnl_detector.commands import progress as progress_line
 from fnl_detector.commands._weights import add_model_arguments, model_from_args, warn_toy_only
@@ -62,12 +62,7 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out", required=True, help="output folder")
     add_overwrite_argument(parser)
-    parser.add_argument(
-        "--min-score",
-        type=score_fraction,
-        default=0.8,
-        help="pictures and IUV rasters keep detections above this, in [0, 1] (default 0.8)",
-    )
+    add_min_score_argument(parser, "pictures and IUV rasters")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--threads", type=positive_int, help="torch CPU threads")
     parser.add_argument(

@@ -28,9 +28,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from fnl_core.arguments import add_min_score_argument
 from fnl_core.command import Command
 from fnl_core.outputs import add_overwrite_argument
-from fnl_detector.commands import positive_int, score_fraction
+from fnl_detector.commands import positive_int
 from fnl_detector.commands._weights import add_model_arguments, model_from_args, warn_toy_only
 
 
@@ -39,12 +40,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
     parser.add_argument("--out", required=True, help="output folder")
     add_overwrite_argument(parser)
-    parser.add_argument(
-        "--min-score",
-        type=score_fraction,
-        default=0.8,
-        help="use detections above this score, in [0, 1] (default 0.8)",
-    )
+    add_min_score_argument(parser, "atlases and painting")
     parser.add_argument(
         "--every", type=positive_int, default=1, help="videos: use every N-th frame (default 1)"
     )
